@@ -1,0 +1,111 @@
+"""Training throughput: lstmgen's Trainer against a minimal hand-written PyTorch loop, in one run.
+
+Both train the same model (embedding -> torch.nn.LSTM -> tied decoder) on the same random token stream
+with the same batch, bptt, AdamW and carried state; the ratio of their tokens/s is the framework's
+overhead (1.00 = none). Runs alternate (raw, ours, raw, ours, ...) and the best of each is kept, so a
+noisy neighbour slows both alike.
+
+    python benchmarks/train.py            # CPU-sized configs
+    python benchmarks/train.py --full     # the full sizes (for a GPU)
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lstmgen.data import TokenArray
+from lstmgen.models import LanguageModel, LMConfig, detach_state
+from lstmgen.training import Trainer, TrainConfig, pick_device
+
+# name: (vocab, layers, hidden, batch, bptt) at full size, and the CPU-sized variant.
+CONFIGS = {
+    "char 3x512": ((65, 3, 512, 64, 256), (65, 3, 512, 16, 128)),
+    "word 2x650": ((10000, 2, 650, 64, 70), (10000, 2, 650, 16, 70)),
+    "awd 3x1150": ((33278, 3, 1150, 80, 70), (33278, 3, 1150, 4, 70)),
+    "wide 2x2048": ((10000, 2, 2048, 128, 128), (10000, 2, 2048, 4, 64)),
+}
+
+
+def raw_loop(model: LanguageModel, ids: torch.Tensor, batch: int, bptt: int, steps: int, device) -> float:
+    """The loop a user writes by hand; returns tokens/s."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.01,
+                            fused=device.type == "cuda" or None)
+    streams = ids[: (len(ids) // batch) * batch].view(batch, -1).to(device)
+    state = model.init_state(batch, device)
+    model.train()
+    for i in range(steps + 2):
+        if i == 2:  # two warm-up steps
+            _sync(device)
+            t0 = time.perf_counter()
+        k = (i * bptt) % (streams.shape[1] - bptt - 1)
+        x, y = streams[:, k:k + bptt], streams[:, k + 1:k + bptt + 1]
+        logits, state = model(x, state)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        state = detach_state(state)
+    _sync(device)
+    return steps * batch * bptt / (time.perf_counter() - t0)
+
+
+def ours(model: LanguageModel, ids: np.ndarray, batch: int, bptt: int, steps: int, device) -> float:
+    """lstmgen's Trainer for the same number of steps (no validation); returns tokens/s."""
+    cfg = TrainConfig(batch_size=batch, bptt=bptt, lr=1e-3, max_steps=steps + 2, warmup_steps=0,
+                      log_every=10**9, eval_every=10**9, device=str(device), amp=False)
+    with tempfile.TemporaryDirectory() as out:
+        trainer = Trainer(model, TokenArray(ids, len(ids)), None, cfg, out)
+        trainer.plot = lambda: None  # the plot is drawn once after training; not part of the step rate
+        cfg.max_steps = 2
+        trainer.fit()  # warm-up
+        cfg.max_steps = steps + 2
+        _sync(device)
+        t0 = time.perf_counter()
+        trainer.fit()
+        _sync(device)
+    return steps * batch * bptt / (time.perf_counter() - t0)
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--full", action="store_true", help="full sizes (GPU)")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--only", nargs="*", help="config names to run")
+    args = ap.parse_args()
+    device = pick_device("auto")
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}; torch {torch.__version__}; {args.steps} timed steps, best of {args.repeats}\n")
+    print("| config | batch x bptt | raw loop tok/s | lstmgen tok/s | lstmgen / raw |")
+    print("| --- | --- | --- | --- | --- |")
+    for cname, (full, small) in CONFIGS.items():
+        if args.only and cname not in args.only:
+            continue
+        V, L, H, B, T = full if args.full else small
+        ids_np = np.random.default_rng(0).integers(0, V, 200_000 if not args.full else 2_000_000).astype(np.int32)
+        ids = torch.from_numpy(ids_np.astype(np.int64))
+        best_raw = best_ours = 0.0
+        for _ in range(args.repeats):
+            torch.manual_seed(0)
+            m = LanguageModel(LMConfig(vocab_size=V, hidden_size=H, num_layers=L, dropout=0.0)).to(device)
+            best_raw = max(best_raw, raw_loop(m, ids, B, T, args.steps, device))
+            torch.manual_seed(0)
+            m = LanguageModel(LMConfig(vocab_size=V, hidden_size=H, num_layers=L, dropout=0.0))
+            best_ours = max(best_ours, ours(m, ids_np, B, T, args.steps, device))
+        print(f"| {cname} | {B} x {T} | {best_raw:,.0f} | {best_ours:,.0f} | {best_ours / best_raw:.3f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

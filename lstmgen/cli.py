@@ -1,0 +1,221 @@
+"""`lstmgen ...`: the command line. Every command is a thin layer over a Python function.
+
+Settings come from three places, later ones winning: the dataclass defaults, `--config file.toml` (flat
+keys or [model]/[train]/[data] tables, named like the flags with - or _), then the flags given.
+Errors a user can cause print one line and exit with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from typing import List, Optional
+
+from . import __version__
+from .errors import LstmgenError, UserInputError
+
+# flag -> (type, help); all default to None so that "not given" is visible and the TOML can fill it.
+LM_FLAGS = {
+    "tokenizer": (str, "char | word | bpe (default char)"),
+    "vocab-size": (int, "vocabulary size for word and bpe (default 10000)"),
+    "min-freq": (int, "rarer words become <unk> (word; default 1)"),
+    "lowercase": ("flag", "lowercase words (word tokenizer)"),
+    "embed-size": (int, "embedding size (default: the hidden size)"),
+    "hidden-size": (int, "LSTM hidden size (default 512)"),
+    "num-layers": (int, "LSTM layers (default 2)"),
+    "dropout": (float, "dropout (default 0.25)"),
+    "no-tie-weights": ("flag", "do not share the embedding with the output layer"),
+    "valid-fraction": (float, "held-out part for sources without a split (default 0.1)"),
+    "encoding-errors": (str, "strict | replace | ignore for bytes that are not UTF-8 (default strict)"),
+    "save-dtype": (str, "float32 | float16 for model.safetensors (default float32)"),
+    "batch-size": (int, "parallel streams per step (default 32)"),
+    "bptt": (int, "truncated-BPTT window (default 128)"),
+    "lr": (float, "peak learning rate (default 2e-3)"),
+    "optimizer": (str, "adamw | sgd (default adamw)"),
+    "weight-decay": (float, "weight decay (default 0.01)"),
+    "warmup-steps": (int, "linear warm-up steps (default 100)"),
+    "schedule": (str, "cosine | constant (default cosine)"),
+    "clip": (float, "gradient-norm clip, 0 = off (default 1.0)"),
+    "max-steps": (int, "stop after N steps"),
+    "max-epochs": (float, "stop after N epochs (default 10 when no budget is given)"),
+    "max-minutes": (float, "stop after N minutes of training"),
+    "eval-every": (int, "steps between validations and checkpoints (default 250)"),
+    "patience": (int, "early stopping: validations without improvement"),
+    "log-every": (int, "steps between log lines (default 25)"),
+    "seed": (int, "random seed (default 1337)"),
+    "device": (str, "auto | cpu | cuda | cuda:N | mps (default auto)"),
+    "no-amp": ("flag", "no bf16 autocast on CUDA"),
+}
+
+
+def _add_flags(p: argparse.ArgumentParser, flags: dict) -> None:
+    for name, (typ, help_) in flags.items():
+        if typ == "flag":
+            p.add_argument(f"--{name}", action="store_true", default=None, help=help_)
+        else:
+            p.add_argument(f"--{name}", type=typ, default=None, help=help_)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lstmgen", description="LSTM text generation: train, sample, evaluate.")
+    parser.add_argument("--version", action="version", version=f"lstmgen {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model").add_subparsers(dest="task", required=True)
+    lm = train.add_parser("lm", help="a language model on a corpus")
+    lm.add_argument("--data", help="data set name, file, folder, glob, file.csv:column, file.jsonl:field, "
+                                   "or sqlite:path.db:SELECT ...")
+    lm.add_argument("--out", help="the model folder to write")
+    lm.add_argument("--config", help="a TOML file of settings (flags override it)")
+    lm.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    _add_flags(lm, LM_FLAGS)
+
+    gen = sub.add_parser("generate", help="sample text from a model folder or bundled model")
+    gen.add_argument("model", help="model folder or bundled name (e.g. shakespeare-char)")
+    gen.add_argument("--prompt", default="", help="text to continue")
+    gen.add_argument("--max-new-tokens", type=int)
+    gen.add_argument("--temperature", type=float, help="0 = greedy")
+    gen.add_argument("--top-k", type=int)
+    gen.add_argument("--top-p", type=float)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--no-stream", action="store_true", help="print the text only when it is complete")
+
+    ev = sub.add_parser("eval", help="loss, perplexity and bits per character on a split")
+    ev.add_argument("model")
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--split", default="valid", choices=["train", "valid", "test"])
+    ev.add_argument("--batch-size", type=int, default=1, help="streams for the carried-state figure (default 1)")
+    ev.add_argument("--window", type=int, default=256, help="zero-state window length (default 256)")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--encoding-errors", default="strict")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+
+    ds = sub.add_parser("datasets", help="the data set registry")
+    dsub = ds.add_subparsers(dest="action", required=True)
+    dsub.add_parser("list", help="known data sets")
+    info = dsub.add_parser("info", help="files, splits, source and where it is found")
+    info.add_argument("name")
+    dl = dsub.add_parser("download", help="fetch into the user cache (sha256 checked)")
+    dl.add_argument("name")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    """TOML settings overlaid with the flags given, keys with underscores."""
+    merged: dict = {}
+    if args.config:
+        from .recipes import load_toml
+
+        for key, val in load_toml(args.config).items():
+            if isinstance(val, dict):  # [model], [train], [data] tables
+                merged.update({k.replace("-", "_"): v for k, v in val.items()})
+            else:
+                merged[key.replace("-", "_")] = val
+    for key, val in vars(args).items():
+        if val is not None and key not in ("command", "task", "config", "resume"):
+            merged[key] = val
+    if merged.pop("no_tie_weights", False):
+        merged["tie_weights"] = False
+    if merged.pop("no_amp", False):
+        merged["amp"] = False
+    return merged
+
+
+def cmd_train_lm(args: argparse.Namespace) -> int:
+    from .recipes import LMRecipe, train_lm
+    from .training import TrainConfig
+
+    s = _settings(args)
+    train_keys = {f.name for f in fields(TrainConfig)}
+    recipe_keys = {f.name for f in fields(LMRecipe)} - {"train"}
+    unknown = set(s) - train_keys - recipe_keys
+    if unknown:
+        raise UserInputError(f"unknown setting(s) {', '.join(sorted(unknown))} in --config; see lstmgen train lm -h")
+    for required in ("data", "out"):
+        if not s.get(required):
+            raise UserInputError(f"--{required} is required (or set {required} in --config)")
+    recipe = LMRecipe(**{k: v for k, v in s.items() if k in recipe_keys},
+                      train=TrainConfig(**{k: v for k, v in s.items() if k in train_keys}))
+    result = train_lm(recipe, resume=args.resume)
+    m = result["metrics"]
+    print(f"saved {result['out']}  ({result['steps']} steps, {result['epochs']} epochs, {result['minutes']} min)")
+    print(f"valid: loss {m['loss']:.4f} (ppl {m['perplexity']:.2f}, {m['bpc']:.3f} bpc), "
+          f"256-window zero-state loss {m['window256_loss']:.4f}")
+    if result["interrupted"]:
+        print("interrupted: continue with the same command plus --resume", file=sys.stderr)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .pipelines import load
+
+    gen = load(args.model)
+    opts = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                top_p=args.top_p, seed=args.seed)
+    if args.no_stream:
+        print(gen.generate(args.prompt, **opts))
+        return 0
+    sys.stdout.write(args.prompt)
+    for piece in gen.stream(args.prompt, **opts):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .recipes import evaluate_folder
+
+    r = evaluate_folder(args.model, args.data, args.split, batch_size=args.batch_size, window=args.window,
+                        device=args.device, encoding_errors=args.encoding_errors)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    w = args.window
+    print(f"{args.model} on {args.data} [{args.split}], {r['tokens']:,} tokens")
+    print(f"  carried state : loss {r['loss']:.4f}  perplexity {r['perplexity']:.3f}  bits/char {r['bpc']:.4f}")
+    print(f"  {w}-token windows from zero state: loss {r[f'window{w}_loss']:.4f}  "
+          f"perplexity {r[f'window{w}_perplexity']:.3f}  bits/char {r[f'window{w}_bpc']:.4f}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from .data import registry
+
+    if args.action == "list":
+        for ds in registry.REGISTRY.values():
+            print(f"{ds.name:16} {ds.task:18} {ds.description}")
+        return 0
+    ds = registry.get_dataset(args.name)
+    if args.action == "download":
+        for f in ds.files:
+            path = registry.find_file(ds, f.name)
+            registry.verify_file(ds, f.name, path)
+            print(f"{f.name}: {path} (sha256 ok)")
+        return 0
+    print(f"{ds.name}: {ds.description}\n  task: {ds.task}\n  source: {ds.source}\n  license: {ds.license}")
+    print(f"  splits: {ds.split_note}")
+    for split, rule in ds.splits.items():
+        desc = rule if isinstance(rule, str) else f"{rule[0]} bytes {rule[1]:.0%}-{rule[2]:.0%}"
+        print(f"    {split}: {desc}")
+    for f in ds.files:
+        try:
+            where = str(registry.find_file(ds, f.name, download=False))
+        except LstmgenError:
+            where = "not local" + (f" (download: {f.url})" if f.url else "")
+        print(f"  {f.name}  sha256 {f.sha256}\n    {where}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {"train": cmd_train_lm, "generate": cmd_generate, "eval": cmd_eval, "datasets": cmd_datasets}
+    try:
+        return handler[args.command](args)
+    except LstmgenError as e:
+        print(f"lstmgen: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lstmgen: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,54 @@
+"""Truncated-BPTT batching, as in pytorch/examples word_language_model.
+
+The token stream is cut into B contiguous streams (B = batch size), one per batch row; a training window
+is the next `bptt` tokens of every stream. Because row b of window k+1 continues row b of window k, the
+LSTM state can be carried from one window to the next (detached, so gradients stop at the window edge):
+the model sees unbounded context while backpropagation stays `bptt` steps long.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+import torch
+
+
+class StreamBatcher:
+    """Windows of B parallel streams over a token array.
+
+    Args:
+        ids: the token ids (a numpy array or memory map; only windows are copied out).
+        batch_size: number of streams B.
+        bptt: window length T.
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, bptt: int) -> None:
+        self.ids, self.batch_size, self.bptt = ids, batch_size, bptt
+        # Inputs use tokens [0, L) of each stream and targets [1, L]; the tail that does not fill
+        # every stream is dropped (at most B tokens).
+        self.stream_len = (len(ids) - 1) // batch_size
+        if self.stream_len < 1:
+            raise ValueError(f"{len(ids)} tokens are too few for batch size {batch_size}")
+
+    def __len__(self) -> int:
+        """Windows per epoch (the last one may be shorter than bptt)."""
+        return -(-self.stream_len // self.bptt)
+
+    def window(self, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets of window k, each (B, T) int64."""
+        start = k * self.bptt
+        end = min(start + self.bptt, self.stream_len)
+        rows = [self.ids[b * self.stream_len + start: b * self.stream_len + end + 1] for b in range(self.batch_size)]
+        block = torch.from_numpy(np.stack(rows).astype(np.int64))
+        return block[:, :-1], block[:, 1:]
+
+
+def zero_state_windows(ids: np.ndarray, window: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Non-overlapping windows: inputs ids[i:i+w], targets ids[i+1:i+w+1] for i = 0, w, 2w, ...
+
+    Every window is scored from a zero state: the metric nanoGPT reports on tinyshakespeare.
+    """
+    n = (len(ids) - 1) // window
+    x = np.asarray(ids[: n * window], dtype=np.int64).reshape(n, window)
+    y = np.asarray(ids[1: n * window + 1], dtype=np.int64).reshape(n, window)
+    return torch.from_numpy(x), torch.from_numpy(y)

@@ -1,0 +1,156 @@
+"""The LSTM, written from its equations, with torch.nn.LSTM's kernels as the fast backend.
+
+`LSTM` subclasses torch.nn.LSTM, so parameter names, shapes, gate order (i, f, g, o) and the state-dict
+layout are torch's own and either backend loads the other's weights. `backend="fused"` calls torch's
+kernels (cuDNN on GPU, oneDNN on CPU); `backend="reference"` runs the equations below step by step in
+plain tensor operations: readable, differentiable in float64 for gradcheck, and the place where
+variants the fused kernel cannot run (gate read-outs, Mogrifier, ...) live.
+
+    i_t = sigmoid(W_ii x_t + b_ii + W_hi h_{t-1} + b_hi)
+    f_t = sigmoid(W_if x_t + b_if + W_hf h_{t-1} + b_hf)
+    g_t = tanh   (W_ig x_t + b_ig + W_hg h_{t-1} + b_hg)
+    o_t = sigmoid(W_io x_t + b_io + W_ho h_{t-1} + b_ho)
+    c_t = f_t * c_{t-1} + i_t * g_t
+    h_t = o_t * tanh(c_t)
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence, pack_padded_sequence
+
+from ..errors import UserInputError
+
+BACKENDS = ("auto", "fused", "reference")
+State = Tuple[Tensor, Tensor]
+
+
+def lstm_cell(x_proj: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Optional[Tensor]) -> State:
+    """One step of the equations. `x_proj` is W_ih x_t + b_ih, computed for all steps at once."""
+    gates = x_proj + h @ w_hh.t()
+    if b_hh is not None:
+        gates = gates + b_hh
+    i, f, g, o = gates.chunk(4, dim=-1)
+    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+    c = f * c + i * g
+    h = o * torch.tanh(c)
+    return h, c
+
+
+def _reverse_within_lengths(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
+    """Reverse (T, B, ...) along time, each sequence within its own length (padding stays at the end)."""
+    if lengths is None:
+        return x.flip(0)
+    T = x.shape[0]
+    t = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
+    L = lengths.to(x.device).unsqueeze(0)  # (1, B)
+    idx = torch.where(t < L, L - 1 - t, t)  # padded steps map to themselves
+    idx = idx.view(T, -1, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(0, idx)
+
+
+class LSTM(nn.LSTM):
+    """torch.nn.LSTM with a choice of backend over one set of parameters.
+
+    Args:
+        input_size: features per input step.
+        hidden_size: features of h and c.
+        num_layers: stacked layers.
+        batch_first: inputs and outputs are (B, T, F) instead of (T, B, F).
+        dropout: dropout on the outputs of every layer but the last (training only).
+        bidirectional: run a second LSTM over the reversed sequence and concatenate.
+        backend: "fused" (torch's kernels), "reference" (the equations) or "auto" (fused).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 backend: str = "auto", device=None, dtype=None) -> None:
+        if backend not in BACKENDS:
+            raise UserInputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        # torch warns about dropout with one layer; it is simply unused there, as in torch.
+        super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
+                         dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional,
+                         device=device, dtype=dtype)
+        self.dropout = float(dropout)
+        self.backend = backend
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", backend={self.backend!r}"
+
+    def forward(self, input, hx: Optional[State] = None):  # noqa: A002 - torch's name
+        if self.backend in ("auto", "fused"):
+            return super().forward(input, hx)
+        return self._reference_forward(input, hx)
+
+    # -- the equations -----------------------------------------------------------------------------
+    def _reference_forward(self, input, hx: Optional[State]):
+        packed = isinstance(input, PackedSequence)
+        lengths = None
+        if packed:
+            # pad_packed_sequence restores the caller's batch order, the order hx is given in.
+            x, lengths = pad_packed_sequence(input, batch_first=False)  # (T, B, F)
+        else:
+            x = input
+            unbatched = x.dim() == 2
+            if unbatched:
+                x = x.unsqueeze(1)
+                hx = None if hx is None else (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+            elif self.batch_first:
+                x = x.transpose(0, 1)
+        y, (h_n, c_n) = self._run_layers(x, hx, lengths)
+        if packed:
+            return pack_padded_sequence(y, lengths, enforce_sorted=False), (h_n, c_n)
+        if unbatched:
+            return y.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
+        if self.batch_first:
+            y = y.transpose(0, 1)
+        return y, (h_n, c_n)
+
+    def _run_layers(self, x: Tensor, hx: Optional[State], lengths: Optional[Tensor]):
+        T, B, _ = x.shape
+        D = 2 if self.bidirectional else 1
+        if hx is None:
+            zeros = x.new_zeros(self.num_layers * D, B, self.hidden_size)
+            hx = (zeros, zeros)
+        mask = None
+        if lengths is not None:  # (T, B, 1): 1 where step t is inside sequence b
+            mask = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).to(x).unsqueeze(-1)
+        h_out, c_out = [], []
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(D):
+                k = layer * D + direction
+                sfx = f"_l{layer}" + ("_reverse" if direction else "")
+                inp = _reverse_within_lengths(layer_input, lengths) if direction else layer_input
+                m = None if mask is None else mask  # the mask is the same after reversal within lengths
+                y, (h, c) = self._run_direction(inp, hx[0][k], hx[1][k], sfx, m)
+                outputs.append(_reverse_within_lengths(y, lengths) if direction else y)
+                h_out.append(h)
+                c_out.append(c)
+            layer_input = torch.cat(outputs, dim=-1) if D == 2 else outputs[0]
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                layer_input = nn.functional.dropout(layer_input, self.dropout, True)
+        return layer_input, (torch.stack(h_out), torch.stack(c_out))
+
+    def _run_direction(self, x: Tensor, h: Tensor, c: Tensor, sfx: str, mask: Optional[Tensor]):
+        w_ih, w_hh = getattr(self, "weight_ih" + sfx), getattr(self, "weight_hh" + sfx)
+        b_ih = getattr(self, "bias_ih" + sfx) if self.bias else None
+        b_hh = getattr(self, "bias_hh" + sfx) if self.bias else None
+        # The input half of every gate does not depend on h, so one matmul covers all steps.
+        x_proj = x @ w_ih.t()
+        if b_ih is not None:
+            x_proj = x_proj + b_ih
+        ys = []
+        for t in range(x.shape[0]):
+            h_new, c_new = lstm_cell(x_proj[t], h, c, w_hh, b_hh)
+            if mask is not None:  # past a sequence's end the state is frozen and the output is zero
+                m = mask[t]
+                h_new, c_new = m * h_new + (1 - m) * h, m * c_new + (1 - m) * c
+                ys.append(m * h_new)
+            else:
+                ys.append(h_new)
+            h, c = h_new, c_new
+        return torch.stack(ys), (h, c)

@@ -1,0 +1,249 @@
+"""Pipelines: a model, its tokenizer and its defaults, saved and loaded as one folder.
+
+A model folder (DESIGN.md) holds config.json, model.safetensors, tokenizer.json, generation_config.json,
+README.md (the model card), and from training training_log.jsonl and loss.png. Loading reads JSON and
+safetensors only: nothing is unpickled, so a folder from a stranger cannot run code.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .errors import ModelFolderError
+from .generation import GenerationConfig, sample_tokens
+from .models import LanguageModel, LMConfig
+from .tokenizers import Tokenizer
+
+MODEL_TYPE = "lstm-lm"
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+REQUIRED = ("config.json", "model.safetensors", "tokenizer.json")
+
+
+def bundled_models() -> List[str]:
+    """Names of the models shipped inside the package."""
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def resolve_model_dir(name_or_dir) -> Path:
+    """A model folder path, or a bundled model's name, to its folder."""
+    p = Path(name_or_dir).expanduser()
+    if p.is_dir():
+        return p
+    if str(name_or_dir) in bundled_models():
+        return PRETRAINED_DIR / str(name_or_dir)
+    known = ", ".join(bundled_models()) or "none"
+    raise ModelFolderError(f"no model folder {str(name_or_dir)!r}; give a folder made by `lstmgen train` "
+                           f"or a bundled model name ({known})")
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from a model folder, or a ModelFolderError naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFolderError(f"{path}: malformed JSON ({e}); restore the file from the original model "
+                               "folder or retrain") from None
+    if not isinstance(data, dict):
+        raise ModelFolderError(f"{path}: expected a JSON object; restore the file from the original folder")
+    return data
+
+
+def state_dict_for_saving(model: torch.nn.Module, dtype: Optional[torch.dtype] = None) -> Dict[str, torch.Tensor]:
+    """The model's tensors, without the tied decoder weight (it is the embedding; safetensors stores a
+    tensor once), optionally cast (float16 halves a bundled model's size)."""
+    tied = getattr(model.config, "tie_weights", False)
+    out = {}
+    for k, v in model.state_dict().items():
+        if tied and k == "decoder.weight":
+            continue
+        v = v.detach().cpu()
+        out[k] = (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+    return out
+
+
+class TextGenerator:
+    """A language model with its tokenizer: generate, stream, save and load.
+
+    Args:
+        model: the LanguageModel.
+        tokenizer: its tokenizer.
+        generation_config: default decoding options.
+        info: the rest of config.json (data, training, metrics), kept for the model card.
+    """
+
+    def __init__(self, model: LanguageModel, tokenizer: Tokenizer,
+                 generation_config: Optional[GenerationConfig] = None, info: Optional[dict] = None) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.generation_config = generation_config or GenerationConfig()
+        self.info = info or {}
+
+    # -- generation --------------------------------------------------------------------------------
+    def _prompt_ids(self, prompt: str) -> List[int]:
+        ids = self.tokenizer.encode(prompt)
+        if ids:
+            return ids
+        # An empty prompt starts after a line break, as if at the top of a new paragraph.
+        nl = self.tokenizer.eos_id if self.tokenizer.kind == "word" else None
+        nl = nl if nl is not None else (self.tokenizer.encode("\n") or [0])[0]
+        return [nl]
+
+    def stream(self, prompt: str = "", **options) -> Iterator[str]:
+        """Yield the generated text in pieces as tokens are made (the prompt is not repeated).
+
+        A piece never ends inside a character: bytes of an unfinished UTF-8 character (byte-level BPE)
+        are held back until the character is complete.
+
+        Args:
+            prompt: the text to continue.
+            **options: GenerationConfig fields (max_new_tokens, temperature, top_k, top_p, seed).
+        """
+        cfg = self.generation_config.updated(**options)
+        banned = [self.tokenizer.unk_id] if self.tokenizer.unk_id is not None else None
+        prompt_ids = self._prompt_ids(prompt)
+        ids: List[int] = []
+        sent = 0
+        for token in sample_tokens(self.model, prompt_ids, cfg, banned):
+            ids.append(token)
+            text = self._detokenize(prompt_ids[-1], ids)
+            if self.tokenizer.kind == "bpe" and text.endswith("\ufffd"):
+                continue  # an unfinished UTF-8 character: wait for its remaining bytes
+            if len(text) > sent:
+                yield text[sent:]
+                sent = len(text)
+        text = self._detokenize(prompt_ids[-1], ids) if ids else ""
+        if len(text) > sent:
+            yield text[sent:]
+
+    def _detokenize(self, anchor: int, ids: List[int]) -> str:
+        """Text of `ids` as it continues the prompt (word tokens need the previous one for spacing)."""
+        if self.tokenizer.kind != "word":
+            return self.tokenizer.decode(ids)
+        return self.tokenizer.decode([anchor] + ids)[len(self.tokenizer.decode([anchor])):]
+
+    def generate(self, prompt: str = "", **options) -> str:
+        """The prompt followed by its continuation.
+
+        Args:
+            prompt: the text to continue.
+            **options: GenerationConfig fields (max_new_tokens, temperature, top_k, top_p, seed).
+        """
+        return prompt + "".join(self.stream(prompt, **options))
+
+    # -- files ---------------------------------------------------------------------------------------
+    def config_dict(self) -> dict:
+        return {"model_type": MODEL_TYPE, "lstmgen_version": __version__, "model": self.model.config.to_dict(),
+                "tokenizer": self.tokenizer.kind, **self.info}
+
+    def save_pretrained(self, out_dir, *, dtype: Optional[torch.dtype] = None, card: bool = True) -> Path:
+        """Write the model folder (config, weights, tokenizer, generation defaults, model card).
+
+        Args:
+            out_dir: the folder (created if needed).
+            dtype: store floating-point weights in this type (e.g. torch.float16); loading casts back.
+            card: also write README.md.
+        """
+        from .training.checkpoint import atomic_write_bytes
+        from .modelcard import model_card
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / "model.safetensors.tmp"
+        save_file(state_dict_for_saving(self.model, dtype), str(tmp), metadata={"format": "pt"})
+        tmp.replace(out / "model.safetensors")
+        self.tokenizer.save(out / "tokenizer.json")
+        atomic_write_bytes(out / "config.json", json.dumps(self.config_dict(), indent=2).encode())
+        atomic_write_bytes(out / "generation_config.json",
+                           json.dumps(self.generation_config.to_dict(), indent=2).encode())
+        if card:
+            (out / "README.md").write_text(model_card(self.config_dict(), out), encoding="utf-8")
+        return out
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir, *, device: Optional[str] = None,
+                        backend: Optional[str] = None) -> "TextGenerator":
+        """Load a model folder or bundled model.
+
+        Args:
+            name_or_dir: a folder written by save_pretrained, or a bundled model's name.
+            device: where to put the model (default cpu).
+            backend: override the LSTM backend ("fused", "reference").
+        """
+        d = resolve_model_dir(name_or_dir)
+        for name in REQUIRED:
+            if not (d / name).is_file():
+                raise ModelFolderError(f"model folder {d}: missing {name}; copy the whole folder written by "
+                                       "`lstmgen train` (it holds config.json, model.safetensors, tokenizer.json)")
+        config = read_json(d / "config.json")
+        if config.get("model_type") != MODEL_TYPE:
+            raise ModelFolderError(f"{d / 'config.json'}: model_type {config.get('model_type')!r} is not "
+                                   f"{MODEL_TYPE!r}; this folder is not a language model")
+        try:
+            lm_config = LMConfig.from_dict(dict(config["model"], **({"backend": backend} if backend else {})))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelFolderError(f"{d / 'config.json'}: bad model settings ({e}); retrain or restore the file")
+        tokenizer = Tokenizer.load(d / "tokenizer.json")
+        if tokenizer.vocab_size != lm_config.vocab_size:
+            raise ModelFolderError(f"{d}: tokenizer.json has {tokenizer.vocab_size} tokens but config.json says "
+                                   f"{lm_config.vocab_size}; the files come from different models")
+        model = LanguageModel(lm_config)
+        load_weights(model, d / "model.safetensors")
+        gen = GenerationConfig()
+        if (d / "generation_config.json").is_file():
+            try:
+                gen = GenerationConfig.from_dict(read_json(d / "generation_config.json"))
+            except (TypeError, ValueError) as e:
+                raise ModelFolderError(f"{d / 'generation_config.json'}: {e}; fix or delete the file") from None
+        info = {k: v for k, v in config.items() if k not in ("model_type", "lstmgen_version", "model", "tokenizer")}
+        return cls(model.to(device or "cpu").eval(), tokenizer, gen, info)
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load safetensors weights into `model` (cast to its dtype), with a clear error on any mismatch."""
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelFolderError(f"{path}: not a readable safetensors file ({e}); restore it from the original "
+                               "model folder") from None
+    own = model.state_dict()
+    if getattr(model.config, "tie_weights", False) and "embedding.weight" in tensors:
+        tensors["decoder.weight"] = tensors["embedding.weight"]
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    bad = [k for k in own if k in tensors and tuple(tensors[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or bad:
+        what = "; ".join(x for x in (f"missing {missing[:3]}" if missing else "",
+                                     f"unexpected {unexpected[:3]}" if unexpected else "",
+                                     f"wrong shape {bad[:3]}" if bad else "") if x)
+        raise ModelFolderError(f"{path}: weights do not match config.json ({what}); the files come from "
+                               "different models")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
+
+
+PIPELINES = {MODEL_TYPE: TextGenerator}
+
+
+def load(name_or_dir, **kwargs) -> TextGenerator:
+    """The pipeline for a model folder or bundled model name (`lstmgen.load("shakespeare-char")`).
+
+    Args:
+        name_or_dir: a model folder or a bundled model's name.
+        **kwargs: passed to the pipeline's from_pretrained (device, backend).
+    """
+    d = resolve_model_dir(name_or_dir)
+    cfg = read_json(d / "config.json") if (d / "config.json").is_file() else {}
+    kind = cfg.get("model_type", MODEL_TYPE)
+    if kind not in PIPELINES:
+        raise ModelFolderError(f"{d / 'config.json'}: model_type {kind!r} is not one of "
+                               f"{', '.join(PIPELINES)}; this folder is not an lstmgen model")
+    return PIPELINES[kind].from_pretrained(d, **kwargs)
+
+
+__all__ = ["TextGenerator", "load", "bundled_models", "resolve_model_dir"]

@@ -1,0 +1,159 @@
+"""The work behind `lstmgen train lm` and `lstmgen eval`, callable from Python with the same options."""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+
+from .data import Corpus, open_corpus, token_cache
+from .errors import UserInputError
+from .generation import GenerationConfig
+from .models import LanguageModel, LMConfig
+from .pipelines import TextGenerator, read_json
+from .tokenizers import KINDS, Tokenizer
+from .training import CHECKPOINT, LOG, Trainer, TrainConfig, evaluate_lm, pick_device
+
+
+@dataclass
+class LMRecipe:
+    """What `lstmgen train lm` builds: data, tokenizer and model settings (training settings are TrainConfig).
+
+    Args:
+        data: a `--data` spec.
+        out: the model folder to write.
+        tokenizer: "char", "word" or "bpe".
+        vocab_size: vocabulary size for word and bpe.
+        min_freq: rarer words become `<unk>` (word).
+        lowercase: lowercase words (word).
+        embed_size, hidden_size, num_layers, dropout, tie_weights: the model (LMConfig).
+        valid_fraction: held-out part for sources without an official split.
+        encoding_errors: "strict", "replace" or "ignore" for bytes that are not UTF-8.
+        save_dtype: "float32" or "float16" for model.safetensors.
+    """
+
+    data: str
+    out: str
+    tokenizer: str = "char"
+    vocab_size: int = 10000
+    min_freq: int = 1
+    lowercase: bool = False
+    embed_size: Optional[int] = None
+    hidden_size: int = 512
+    num_layers: int = 2
+    dropout: float = 0.25
+    tie_weights: bool = True
+    valid_fraction: float = 0.1
+    encoding_errors: str = "strict"
+    save_dtype: str = "float32"
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.tokenizer not in KINDS:
+            raise UserInputError(f"--tokenizer must be one of {', '.join(KINDS)}, got {self.tokenizer!r}")
+        if self.save_dtype not in ("float32", "float16", "bfloat16"):
+            raise UserInputError("--save-dtype must be float32, float16 or bfloat16")
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    """Refuse to mix runs, and find an unwritable folder before any training time is spent."""
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} is a file; give a folder")
+    if (out / CHECKPOINT).exists() and not resume:
+        raise UserInputError(f"{out} holds a training run; pass --resume to continue it, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise UserInputError(f"{out} is not writable; choose another --out")
+
+
+def train_lm(recipe: LMRecipe, *, resume: bool = False, command: Optional[str] = None) -> Dict:
+    """Train a language model end to end and write its model folder.
+
+    Args:
+        recipe: data, tokenizer, model and training settings.
+        resume: continue from the checkpoint in recipe.out.
+        command: the command line recorded in the model card (default: this process's argv).
+
+    Returns the summary: steps, minutes, best validation and the final metrics.
+    """
+    out = Path(recipe.out)
+    _check_out(out, resume)
+    corpus = open_corpus(recipe.data, valid_fraction=recipe.valid_fraction, encoding_errors=recipe.encoding_errors)
+    if resume and (out / "tokenizer.json").exists():
+        tokenizer = Tokenizer.load(out / "tokenizer.json")
+    else:
+        tokenizer = Tokenizer.train(recipe.tokenizer, corpus.chunks("train"), vocab_size=recipe.vocab_size,
+                                    min_freq=recipe.min_freq, lowercase=recipe.lowercase)
+    train_tokens = token_cache(corpus, "train", tokenizer)
+    valid_tokens = token_cache(corpus, "valid", tokenizer)
+    if resume and (out / "config.json").exists():  # a resumed run keeps the model it started with
+        lm_config = LMConfig.from_dict(read_json(out / "config.json")["model"])
+    else:
+        (out / LOG).unlink(missing_ok=True)  # a fresh run starts a fresh log
+        lm_config = LMConfig(vocab_size=tokenizer.vocab_size, embed_size=recipe.embed_size,
+                             hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
+                             dropout=recipe.dropout, tie_weights=recipe.tie_weights)
+    model = LanguageModel(lm_config)
+    cfg = recipe.train
+    device = pick_device(cfg.device)
+    info = {"num_parameters": model.num_parameters(),
+            "data": {"name": corpus.name, "split_note": corpus.note, "valid_fraction": recipe.valid_fraction,
+                     "train_tokens": len(train_tokens), "valid_tokens": len(valid_tokens)},
+            "training": {"config": cfg.to_dict(), "device": str(device),
+                         "command": command or "lstmgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])}}
+    save_dtype = getattr(torch, recipe.save_dtype)
+    pipeline = TextGenerator(model, tokenizer, GenerationConfig(), info)
+    # The folder is complete from the first evaluation on, so a run stopped early still leaves a model.
+    trainer = Trainer(model, train_tokens, valid_tokens, cfg, out,
+                      on_best=lambda best: pipeline.save_pretrained(out, dtype=save_dtype, card=False))
+    if resume and not trainer.resume():
+        print(f"lstmgen: no checkpoint in {out}; starting a new run", file=sys.stderr)
+    summary = trainer.fit()
+    metrics = evaluate_lm(model, valid_tokens, batch_size=1, device=trainer.device)
+    info["training"]["summary"] = {k: v for k, v in summary.items() if k != "best"}
+    info["metrics"] = {"valid": metrics}
+    pipeline.info = info
+    model.cpu()
+    pipeline.save_pretrained(out, dtype=save_dtype)
+    return {**summary, "metrics": metrics, "out": str(out)}
+
+
+def evaluate_folder(model_dir: str, data: str, split: str = "valid", *, batch_size: int = 1,
+                    window: int = 256, device: str = "auto", encoding_errors: str = "strict") -> Dict:
+    """Loss, perplexity and bits per character of a model folder on `split` of `data`.
+
+    Args:
+        model_dir: a model folder or bundled model name.
+        data: a `--data` spec.
+        split: "valid" or "test" (or "train").
+        batch_size: streams for the carried-state figure (1: the split as one sequence).
+        window: length of the zero-state windows of the second figure.
+        device: "auto", "cpu", "cuda", ...
+    """
+    gen = TextGenerator.from_pretrained(model_dir)
+    valid_fraction = (gen.info.get("data") or {}).get("valid_fraction", 0.1)
+    corpus: Corpus = open_corpus(data, valid_fraction=valid_fraction, encoding_errors=encoding_errors)
+    tokens = token_cache(corpus, split, gen.tokenizer)
+    dev = pick_device(device)
+    metrics = evaluate_lm(gen.model.to(dev), tokens, batch_size=batch_size, window=window, device=dev)
+    return {"model": str(model_dir), "data": data, "split": split, **metrics}
+
+
+def load_toml(path: str) -> dict:
+    """A TOML config file as a dict (tomllib on 3.11+, tomli before)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    p = Path(path)
+    if not p.is_file():
+        raise UserInputError(f"config file {path} not found; check the path")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise UserInputError(f"{path}: not valid TOML ({e})") from None
+

@@ -1,0 +1,186 @@
+"""Character, word and byte-level BPE tokenizers, each saved as one Hugging Face `tokenizer.json`.
+
+The three kinds are pipelines of the `tokenizers` library's own parts, so the saved file opens in that
+library (and in transformers' PreTrainedTokenizerFast) unchanged:
+
+- char: every Unicode code point is a token (WordLevel model over an "isolate every character" split,
+  Fuse decoder). decode(encode(x)) == x for any text whose characters were seen in training; unseen
+  characters become `<unk>`, decoded as U+FFFD.
+- word: whitespace-separated words (WordLevel, optional Lowercase normalizer); a line break is the token
+  `<eos>`, as in the PTB files. Normalisation: runs of spaces and tabs become one space, spaces at line
+  ends vanish, and with lowercase=True the text is lowercased. Words below min_freq become `<unk>`.
+- bpe: byte-level BPE (GPT-2's scheme), so no input is ever unknown and decode(encode(x)) == x exactly.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Iterator, List, Sequence
+
+from tokenizers import Regex, Tokenizer as HFTokenizer, decoders, models, normalizers, pre_tokenizers
+from tokenizers import trainers
+
+from .errors import ModelFolderError, UserInputError
+
+KINDS = ("char", "word", "bpe")
+UNK, EOS = "<unk>", "<eos>"
+
+
+class Tokenizer:
+    """A trained tokenizer: `encode(text) -> ids`, `decode(ids) -> text`, `save(path)`, `load(path)`.
+
+    Args:
+        hf: the underlying `tokenizers.Tokenizer`.
+        kind: "char", "word" or "bpe".
+    """
+
+    def __init__(self, hf: HFTokenizer, kind: str) -> None:
+        self.hf, self.kind = hf, kind
+        vocab = hf.get_vocab(with_added_tokens=True)
+        self._id_to_token: List[str] = [""] * len(vocab)
+        for tok, i in vocab.items():
+            self._id_to_token[i] = tok
+        self._vocab = vocab
+        self.unk_id = vocab.get(UNK)
+        self.eos_id = vocab.get(EOS)
+
+    # -- training ----------------------------------------------------------------------------------
+    @classmethod
+    def train(cls, kind: str, texts: Iterable[str], *, vocab_size: int = 10000, min_freq: int = 1,
+              lowercase: bool = False) -> "Tokenizer":
+        """Learn a vocabulary from an iterable of text chunks (streamed: the corpus never sits in memory).
+
+        Args:
+            kind: "char", "word" or "bpe".
+            texts: chunks of the training text, in order.
+            vocab_size: the largest vocabulary for word and bpe (char keeps every character seen).
+            min_freq: words or characters seen fewer times become `<unk>` (char, word).
+            lowercase: lowercase before splitting (word only).
+        """
+        if kind not in KINDS:
+            raise UserInputError(f"tokenizer must be one of {', '.join(KINDS)}, got {kind!r}")
+        if kind == "bpe":
+            return cls(_train_bpe(texts, vocab_size, min_freq), "bpe")
+        counts: Counter = Counter()
+        for chunk in texts:
+            if kind == "char":
+                counts.update(chunk)
+            else:
+                counts.update(_word_pieces(chunk.lower() if lowercase else chunk))
+        if kind == "char":
+            keep = sorted(c for c, n in counts.items() if n >= min_freq)
+            vocab = {UNK: 0, **{c: i + 1 for i, c in enumerate(keep)}}
+        else:
+            counts.pop(EOS, None)
+            ranked = sorted((w for w, n in counts.items() if n >= min_freq), key=lambda w: (-counts[w], w))
+            ranked = ranked[: max(0, vocab_size - 2)]
+            vocab = {UNK: 0, EOS: 1, **{w: i + 2 for i, w in enumerate(ranked)}}
+        return cls(_wordlevel(kind, vocab, lowercase), kind)
+
+    # -- use -----------------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return len(self._id_to_token)
+
+    def encode(self, text: str) -> List[int]:
+        """Token ids of `text`."""
+        if self.kind == "char":  # same result as the HF pipeline, ~20x faster on long texts
+            get, unk = self._vocab.get, self.unk_id
+            return [get(ch, unk) for ch in text]
+        if self.kind == "word":
+            return self.hf.encode(text, add_special_tokens=False).ids
+        # Byte-level BPE: encode line by line in parallel; the pre-tokenizer never merges across "\n".
+        lines = text.splitlines(keepends=True)
+        if len(lines) <= 1:
+            return self.hf.encode(text, add_special_tokens=False).ids
+        return [i for enc in self.hf.encode_batch(lines, add_special_tokens=False) for i in enc.ids]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of `ids` (see the module docstring for what round-trips exactly)."""
+        if self.kind == "char":
+            tokens = self._id_to_token
+            return "".join("\ufffd" if i == self.unk_id else tokens[i] for i in ids)
+        if self.kind == "word":
+            out: List[str] = []
+            for i in ids:
+                tok = self._id_to_token[i]
+                if tok == EOS:
+                    out.append("\n")
+                else:
+                    if out and out[-1] != "\n":
+                        out.append(" ")
+                    out.append(tok)
+            return "".join(out)
+        return self.hf.decode(list(ids), skip_special_tokens=False)
+
+    def id_to_token(self, i: int) -> str:
+        return self._id_to_token[i]
+
+    def token_to_id(self, token: str):
+        return self._vocab.get(token)
+
+    # -- files ---------------------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write `tokenizer.json` (the `tokenizers` library's format)."""
+        Path(path).write_text(self.hf.to_str(pretty=True), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path) -> "Tokenizer":
+        """Read a `tokenizer.json` written by `save` (the kind is recognised from its pipeline)."""
+        path = Path(path)
+        try:
+            raw = path.read_text(encoding="utf-8")
+            spec = json.loads(raw)
+            hf = HFTokenizer.from_str(raw)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # the library's own parse errors are not user-friendly; name the file
+            raise ModelFolderError(f"{path}: not a valid tokenizer.json ({str(e).splitlines()[0]}); "
+                                   "re-save it with lstmgen") from None
+        return cls(hf, _kind_of(spec))
+
+
+def _word_pieces(text: str) -> Iterator[str]:
+    """The word tokenizer's split, in Python for counting: words, with `<eos>` for each line break."""
+    for line in text.split("\n")[:-1]:
+        yield from line.split()
+        yield EOS
+    yield from text.split("\n")[-1].split()
+
+
+def _wordlevel(kind: str, vocab: dict, lowercase: bool) -> HFTokenizer:
+    hf = HFTokenizer(models.WordLevel(vocab, unk_token=UNK))
+    if kind == "char":
+        # Isolate every code point, newlines included ([\s\S] rather than ., which skips "\n").
+        hf.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+        hf.decoder = decoders.Fuse()
+    else:
+        norm = [normalizers.Replace("\n", f" {EOS} ")]
+        if lowercase:
+            norm.append(normalizers.Lowercase())
+        hf.normalizer = normalizers.Sequence(norm)
+        hf.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        hf.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
+    hf.add_special_tokens([UNK] if kind == "char" else [UNK, EOS])
+    return hf
+
+
+def _train_bpe(texts: Iterable[str], vocab_size: int, min_freq: int) -> HFTokenizer:
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_freq, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    hf.train_from_iterator(texts, trainer=trainer)
+    return hf
+
+
+def _kind_of(spec: dict) -> str:
+    model = (spec.get("model") or {}).get("type")
+    if model == "BPE":
+        return "bpe"
+    if model == "WordLevel":
+        return "char" if (spec.get("decoder") or {}).get("type") == "Fuse" else "word"
+    raise ModelFolderError(f"tokenizer.json has model type {model!r}; lstmgen reads WordLevel (char, word) "
+                           "and BPE tokenizers")

@@ -1,0 +1,7 @@
+"""Training: the Trainer, its config, checkpoints, metrics and plots."""
+from .config import TrainConfig
+from .evaluate import evaluate_lm, stateful_loss, windowed_loss
+from .trainer import CHECKPOINT, LOG, Trainer, lr_at, pick_device
+
+__all__ = ["TrainConfig", "evaluate_lm", "stateful_loss", "windowed_loss", "CHECKPOINT", "LOG", "Trainer",
+           "lr_at", "pick_device"]

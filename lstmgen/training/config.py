@@ -1,0 +1,85 @@
+"""TrainConfig: everything the Trainer needs besides the model and the data."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Optional
+
+from ..errors import UserInputError, check_range
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Training settings. The defaults are the tuned tinyshakespeare character-level recipe.
+
+    Args:
+        batch_size: parallel streams per step (B).
+        bptt: window length of truncated backpropagation through time (T).
+        lr: peak learning rate.
+        optimizer: "adamw" or "sgd".
+        weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
+        momentum: SGD momentum.
+        warmup_steps: linear warm-up from 0 to lr.
+        schedule: "cosine" (down to min_lr_ratio * lr at the end of the budget) or "constant".
+        min_lr_ratio: the cosine schedule's floor as a fraction of lr.
+        clip: gradient-norm clipping threshold (0 disables).
+        max_steps / max_epochs / max_minutes: the budget; training ends at whichever comes first, and the
+            cosine schedule follows the same fraction. With none set, 10 epochs.
+        eval_every: steps between validation runs (and checkpoints).
+        eval_batch_size: streams used for the validation loss.
+        patience: stop after this many validations without improvement (None: never).
+        log_every: steps between log lines.
+        seed: seeds torch's generators.
+        device: "auto" (cuda > mps > cpu), or a torch device string.
+        amp: bf16 autocast on CUDA.
+    """
+
+    batch_size: int = 32
+    bptt: int = 128
+    lr: float = 2e-3
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    momentum: float = 0.9
+    warmup_steps: int = 100
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.05
+    clip: float = 1.0
+    max_steps: Optional[int] = None
+    max_epochs: Optional[float] = None
+    max_minutes: Optional[float] = None
+    eval_every: int = 250
+    eval_batch_size: int = 10
+    patience: Optional[int] = None
+    log_every: int = 25
+    seed: int = 1337
+    device: str = "auto"
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "bptt", "eval_every", "eval_batch_size", "log_every"):
+            check_range(name, getattr(self, name), 1)
+        check_range("lr", self.lr, 0.0, low_open=True)
+        check_range("weight_decay", self.weight_decay, 0.0)
+        check_range("warmup_steps", self.warmup_steps, 0)
+        check_range("clip", self.clip, 0.0)
+        check_range("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        check_range("max_steps", self.max_steps, 1)
+        check_range("max_epochs", self.max_epochs, 0.0, low_open=True)
+        check_range("max_minutes", self.max_minutes, 0.0, low_open=True)
+        check_range("patience", self.patience, 1)
+        if self.optimizer not in OPTIMIZERS:
+            raise UserInputError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise UserInputError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.max_steps is None and self.max_epochs is None and self.max_minutes is None:
+            self.max_epochs = 10
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})

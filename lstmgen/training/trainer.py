@@ -1,0 +1,258 @@
+"""The Trainer: truncated-BPTT language-model training with a budget, evaluation, checkpoints and resume.
+
+One loop serves every budget: training ends when the largest of step/max_steps, epoch/max_epochs and
+minutes/max_minutes reaches 1, and the cosine learning-rate schedule follows that same fraction, so a
+30-minute run anneals over its 30 minutes just as a 10-epoch run anneals over its 10 epochs.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..data import StreamBatcher, TokenArray
+from ..models import LanguageModel, detach_state
+from .checkpoint import atomic_save_tensors, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors
+from .config import TrainConfig
+from .evaluate import stateful_loss, summarize
+from .plots import plot_loss
+
+CHECKPOINT = "checkpoint.safetensors"
+LOG = "training_log.jsonl"
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """cuda > mps > cpu for "auto"; otherwise the named device."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warm-up over warmup_steps, then cosine from lr to min_lr_ratio * lr as progress goes 0 -> 1."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+class Trainer:
+    """Trains a LanguageModel on a token array.
+
+    Args:
+        model: the model (moved to the chosen device).
+        train: training tokens.
+        valid: validation tokens (None: no evaluation, the last weights are kept).
+        config: the settings.
+        out_dir: where the log, the loss plot and the checkpoint go.
+        on_best: called with the validation metrics whenever they improve (e.g. to save the model folder).
+    """
+
+    def __init__(self, model: LanguageModel, train: TokenArray, valid: Optional[TokenArray],
+                 config: TrainConfig, out_dir, on_best: Optional[Callable[[Dict], None]] = None) -> None:
+        self.cfg, self.out = config, Path(out_dir)
+        self.device = pick_device(config.device)
+        torch.manual_seed(config.seed)
+        self.model = model.to(self.device)
+        self.train_tokens, self.valid = train, valid
+        self.batcher = StreamBatcher(train.ids, config.batch_size, config.bptt)
+        self.opt = self._make_optimizer()
+        self.on_best = on_best
+        self.step, self.window, self.epoch, self.elapsed = 0, 0, 0, 0.0
+        self.best: Optional[Dict] = None
+        self.best_state: Optional[Dict[str, torch.Tensor]] = None
+        self.bad_evals = 0
+        self.state = model.init_state(config.batch_size, self.device)
+        self.tokens_per_char = len(train) / max(train.num_chars, 1)
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        c, params = self.cfg, list(self.model.parameters())
+        fused = self.device.type == "cuda"
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        return torch.optim.AdamW(params, lr=c.lr, betas=(0.9, 0.99), weight_decay=c.weight_decay,
+                                 fused=fused or None)
+
+    # -- budget ------------------------------------------------------------------------------------
+    def progress(self) -> float:
+        """The fraction of the budget used: the largest of the step, epoch and time fractions."""
+        c, fr = self.cfg, [0.0]
+        if c.max_steps:
+            fr.append(self.step / c.max_steps)
+        if c.max_epochs:
+            fr.append((self.epoch + self.window / len(self.batcher)) / c.max_epochs)
+        if c.max_minutes:
+            fr.append(self.elapsed / (60 * c.max_minutes))
+        return max(fr)
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def fit(self) -> Dict:
+        """Train until the budget is spent or early stopping; leaves the best weights in the model.
+
+        Returns a summary: steps, epochs, minutes, best validation metrics, whether it was interrupted.
+        """
+        c = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        log = open(self.out / LOG, "a", encoding="utf-8")
+        bar = tqdm(total=self._estimate_total(), initial=self.step, unit="step", dynamic_ncols=True,
+                   desc="train", mininterval=1.0)
+        use_amp = c.amp and self.device.type == "cuda"
+        run_loss = torch.zeros((), device=self.device)
+        run_n, run_tokens, t_last = 0, 0, time.perf_counter()
+        t0 = time.perf_counter() - self.elapsed
+        interrupted, stopped_early = False, False
+        try:
+            while self.progress() < 1.0:
+                self.model.train()
+                lr = lr_at(c, self.step, self.progress())
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                x, y = (t.to(self.device, non_blocking=True) for t in self.batcher.window(self.window))
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                    logits, state = self.model(x, self.state)
+                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip if c.clip else float("inf"))
+                self.opt.step()
+                self.state = detach_state(state)  # truncated BPTT: keep the values, cut the graph
+                run_loss += loss.detach()
+                run_n += 1
+                run_tokens += y.numel()
+                self.step += 1
+                self.window += 1
+                if self.window == len(self.batcher):  # epoch end: streams restart at their beginnings
+                    self.window, self.epoch = 0, self.epoch + 1
+                    self.state = self.model.init_state(c.batch_size, self.device)
+                self.elapsed = time.perf_counter() - t0
+                bar.update(1)
+                evaluate = self.valid is not None and (self.step % c.eval_every == 0 or self.progress() >= 1.0)
+                if self.step % c.log_every == 0 or evaluate:
+                    now = time.perf_counter()
+                    record = {"step": self.step, "epoch": round(self.epoch + self.window / len(self.batcher), 4),
+                              "loss": run_loss.item() / run_n, "lr": lr, "grad_norm": float(norm),
+                              "tokens_per_s": round(run_tokens / max(now - t_last, 1e-9), 1),
+                              "elapsed_s": round(self.elapsed, 2)}
+                    run_loss.zero_()
+                    run_n, run_tokens, t_last = 0, 0, now
+                    if evaluate:
+                        record.update(self._evaluate())
+                        stopped_early = c.patience is not None and self.bad_evals >= c.patience
+                        self.save_checkpoint()
+                        t_last = time.perf_counter()  # evaluation time is not training throughput
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    bar.total = self._estimate_total()
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", ppl=f"{math.exp(min(record['loss'], 50)):.2f}",
+                                    tok_s=f"{record['tokens_per_s']:.0f}",
+                                    **({"val": f"{record['valid_loss']:.3f}"} if "valid_loss" in record else {}))
+                    if stopped_early:
+                        break
+        except KeyboardInterrupt:
+            interrupted = True
+            self.save_checkpoint()
+        finally:
+            bar.close()
+            log.close()
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        self.plot()
+        return {"steps": self.step, "epochs": round(self.epoch + self.window / len(self.batcher), 3),
+                "minutes": round(self.elapsed / 60, 2), "best": self.best, "interrupted": interrupted,
+                "stopped_early": stopped_early}
+
+    def _estimate_total(self) -> int:
+        p = self.progress()
+        if self.cfg.max_steps and not (self.cfg.max_epochs or self.cfg.max_minutes):
+            return self.cfg.max_steps
+        if self.step == 0 or p <= 0:
+            c = self.cfg
+            return c.max_steps or int(len(self.batcher) * (c.max_epochs or 1))
+        return max(self.step, int(round(self.step / p)))
+
+    def _evaluate(self) -> Dict:
+        total, count = stateful_loss(self.model, self.valid.ids, self.cfg.eval_batch_size, device=self.device)
+        m = summarize(total, count, len(self.valid) / max(self.valid.num_chars, 1))
+        record = {"valid_loss": m["loss"], "valid_ppl": m["perplexity"], "valid_bpc": m["bpc"]}
+        if self.best is None or m["loss"] < self.best["valid_loss"]:
+            self.best = {"step": self.step, **record}
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.bad_evals = 0
+            if self.on_best is not None:
+                self.on_best(self.best)
+        else:
+            self.bad_evals += 1
+        return record
+
+    def plot(self) -> None:
+        path = self.out / LOG
+        if path.exists():
+            records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            plot_loss(records, self.out / "loss.png", title=f"{self.out.name}")
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        """Everything needed to continue exactly from here, in one atomically written file."""
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()
+                   if k != "decoder.weight" or not self.model.config.tie_weights}
+        if self.best_state is not None:
+            tensors.update({f"best.{k}": v for k, v in self.best_state.items()
+                            if k != "decoder.weight" or not self.model.config.tie_weights})
+        opt_tensors, opt_meta = optimizer_to_tensors(self.opt)
+        tensors.update(opt_tensors)
+        tensors["state.h"], tensors["state.c"] = self.state
+        tensors["rng.cpu"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        meta = {"trainer": json.dumps({"step": self.step, "window": self.window, "epoch": self.epoch,
+                                       "elapsed": self.elapsed, "best": self.best, "bad_evals": self.bad_evals,
+                                       "config": self.cfg.to_dict()}),
+                "optimizer": opt_meta}
+        atomic_save_tensors(self.out / CHECKPOINT, tensors, meta)
+
+    def resume(self) -> bool:
+        """Continue from out_dir's checkpoint if there is one; returns whether it did."""
+        path = self.out / CHECKPOINT
+        if not path.exists():
+            return False
+        tensors, meta = load_checkpoint(path)
+        info = json.loads(meta["trainer"])
+
+        def weights(prefix: str) -> Dict[str, torch.Tensor]:
+            sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            if self.model.config.tie_weights:
+                sd["decoder.weight"] = sd["embedding.weight"]
+            return sd
+
+        self.model.load_state_dict(weights("model."))
+        if any(k.startswith("best.") for k in tensors):
+            self.best_state = {k: v.to(self.device) for k, v in weights("best.").items()}
+        optimizer_from_tensors(self.opt, tensors, meta["optimizer"])
+        self.state = (tensors["state.h"].to(self.device), tensors["state.c"].to(self.device))
+        torch.set_rng_state(tensors["rng.cpu"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.step, self.window, self.epoch = info["step"], info["window"], info["epoch"]
+        self.elapsed, self.best, self.bad_evals = info["elapsed"], info["best"], info["bad_evals"]
+        self._truncate_log()
+        return True
+
+    def _truncate_log(self) -> None:
+        """Drop log lines written after the checkpoint, so a resumed log has each step once."""
+        path = self.out / LOG
+        if path.exists():
+            keep: List[str] = [ln for ln in path.read_text().splitlines()
+                               if ln.strip() and json.loads(ln)["step"] <= self.step]
+            path.write_text("".join(ln + "\n" for ln in keep))

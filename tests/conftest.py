@@ -1,0 +1,58 @@
+"""Shared fixtures. Every test gets a private user cache; data sets come from $LSTMGEN_DATA or are skipped."""
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+WORDS = ("the king and queen of the realm did speak to all their lords upon the hill where snow "
+         "fell soft and white as any dove that flies before the storm of night").split()
+
+
+def make_text(n_lines: int, seed: int = 0) -> str:
+    """Verse-like text with a little structure for tiny models to learn."""
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n_lines):
+        if i % 6 == 0:
+            lines.append(rng.choice(["KING:", "QUEEN:", "LORD:"]))
+        lines.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 9))).capitalize() + ".")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    os.environ["LSTMGEN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = os.environ.get("LSTMGEN_DATA")
+    if not d or not Path(d).is_dir():
+        pytest.skip("LSTMGEN_DATA is not set to the data folder (../shared/data); real-data test skipped")
+    return Path(d)
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("corpus") / "verse.txt"
+    p.write_text(make_text(600), encoding="utf-8")
+    return p
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, corpus_file) -> Path:
+    """A small character model trained for a few seconds, shared by pipeline and CLI tests."""
+    from lstmgen.recipes import LMRecipe, train_lm
+    from lstmgen.training import TrainConfig
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    recipe = LMRecipe(data=str(corpus_file), out=str(out), hidden_size=64, num_layers=2, dropout=0.1,
+                      train=TrainConfig(batch_size=16, bptt=32, max_steps=60, eval_every=30, log_every=10,
+                                        warmup_steps=5, lr=5e-3))
+    train_lm(recipe, command="pytest fixture")
+    return out

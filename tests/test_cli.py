@@ -1,0 +1,85 @@
+"""The command line: train, generate, eval, datasets, and one-line errors with exit code 2."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lstmgen.cli import main
+
+
+def cli(*args, env=None):
+    """Run `python -m lstmgen` in a fresh process, as a user would."""
+    return subprocess.run([sys.executable, "-m", "lstmgen", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_train_generate_eval_end_to_end(tmp_path, corpus_file, capsys):
+    toml = tmp_path / "small.toml"
+    toml.write_text('[model]\nhidden-size = 48\nnum_layers = 1\n[train]\nbatch_size = 8\nbptt = 32\n'
+                    'max_steps = 500\n')
+    out = tmp_path / "m"
+    # flags override the file: max-steps 40 wins over 500
+    assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), "--config", str(toml),
+                 "--max-steps", "40", "--eval-every", "20", "--log-every", "10"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["hidden_size"] == 48 and cfg["training"]["summary"]["steps"] == 40
+    assert main(["eval", str(out), "--data", str(corpus_file), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["split"] == "valid" and r["loss"] > 0 and "window256_bpc" in r
+    # a second train into the same folder without --resume is refused; with --resume it continues
+    assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), "--max-steps", "40"]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), "--config", str(toml),
+                 "--max-steps", "60", "--eval-every", "20", "--resume"]) == 0
+    assert json.loads((out / "config.json").read_text())["training"]["summary"]["steps"] == 60
+
+
+def test_generate_is_deterministic_across_processes(tiny_model_dir):
+    a = cli("generate", tiny_model_dir, "--prompt", "KING:", "--seed", "11", "--max-new-tokens", "60")
+    b = cli("generate", tiny_model_dir, "--prompt", "KING:", "--seed", "11", "--max-new-tokens", "60",
+            "--no-stream")
+    assert a.returncode == 0 and a.stdout == b.stdout and a.stdout.startswith("KING:")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "lm", "--data", "no/such/file.txt", "--out", "{tmp}/o"], "no data set, file or folder"),
+    (["train", "lm", "--data", "shakespear", "--out", "{tmp}/o"], "no data set, file or folder 'shakespear'"),
+    (["train", "lm", "--data", "{tmp}/empty.txt", "--out", "{tmp}/o"], "is empty"),
+    (["train", "lm", "--data", "{tmp}/latin1.txt", "--out", "{tmp}/o"], "byte offset 3"),
+    (["train", "lm", "--data", "{tmp}/ok.txt", "--out", "{tmp}/o", "--dropout", "1.5"], "dropout must be"),
+    (["train", "lm", "--data", "{tmp}/ok.txt", "--out", "{tmp}/o", "--lr", "0"], "lr must be > 0"),
+    (["train", "lm", "--data", "{tmp}/ok.txt", "--out", "{tmp}/o", "--tokenizer", "sp"], "--tokenizer must be"),
+    (["generate", "{tmp}", "--prompt", "x"], "missing config.json"),
+    (["generate", "nope-model"], "no model folder"),
+    (["datasets", "info", "nope"], "known: tinyshakespeare"),
+])
+def test_user_errors_are_one_line_exit_2(tmp_path, args, message):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "latin1.txt").write_bytes("caf\u00e9 au lait\n".encode("latin-1"))
+    (tmp_path / "ok.txt").write_text("some text\n" * 50)
+    r = cli(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_encoding_errors_replace_goes_on(tmp_path, capsys):
+    p = tmp_path / "latin1.txt"
+    p.write_bytes("caf\u00e9 au lait, encore\n".encode("latin-1") * 40)
+    assert main(["train", "lm", "--data", str(p), "--out", str(tmp_path / "o"), "--encoding-errors", "replace",
+                 "--hidden-size", "16", "--num-layers", "1", "--batch-size", "2", "--bptt", "16",
+                 "--max-steps", "3"]) == 0
+
+
+def test_datasets_list_and_info(capsys, data_dir):
+    assert main(["datasets", "list"]) == 0
+    listing = capsys.readouterr().out
+    for name in ("tinyshakespeare", "ptb", "wikitext-2", "imdb", "conll2003", "squad"):
+        assert name in listing
+    assert main(["datasets", "info", "tinyshakespeare"]) == 0
+    info = capsys.readouterr().out
+    assert "first 90%" in info and "test names the same last 10%" in info
+    assert "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed" in info
+    assert str(data_dir / "tinyshakespeare" / "input.txt") in info
