@@ -16,7 +16,8 @@ def model_card(config: dict, folder: Path) -> str:
              f"{config.get('tokenizer', '?')}-level tokens, {m.get('num_layers')} x {m.get('hidden_size')} LSTM, "
              f"embedding {m.get('embed_size') or m.get('hidden_size')}, vocabulary {m.get('vocab_size')}"
              + (f", {config['num_parameters']:,} parameters" if "num_parameters" in config else "") + ".", "",
-             "```python", "import lstmgen", f'gen = lstmgen.load("{name}")',
+             "```python", "import lstmgen",
+             f'gen = lstmgen.load("{name}")  # this folder\'s path, or its name for a bundled model',
              'print(gen.generate("ROMEO:", max_new_tokens=200, temperature=0.8, seed=1))', "```", ""]
     data = config.get("data")
     if data:

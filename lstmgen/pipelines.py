@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .atomic import atomic_path, atomic_write_bytes
 from .errors import ModelFolderError
 from .generation import GenerationConfig, sample_tokens
 from .models import LanguageModel, LMConfig
@@ -150,14 +151,12 @@ class TextGenerator:
             dtype: store floating-point weights in this type (e.g. torch.float16); loading casts back.
             card: also write README.md.
         """
-        from .training.checkpoint import atomic_write_bytes
         from .modelcard import model_card
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "model.safetensors.tmp"
-        save_file(state_dict_for_saving(self.model, dtype), str(tmp), metadata={"format": "pt"})
-        tmp.replace(out / "model.safetensors")
+        with atomic_path(out / "model.safetensors") as tmp:
+            save_file(state_dict_for_saving(self.model, dtype), str(tmp), metadata={"format": "pt"})
         self.tokenizer.save(out / "tokenizer.json")
         atomic_write_bytes(out / "config.json", json.dumps(self.config_dict(), indent=2).encode())
         atomic_write_bytes(out / "generation_config.json",

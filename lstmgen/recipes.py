@@ -45,7 +45,7 @@ class LMRecipe:
     embed_size: Optional[int] = None
     hidden_size: int = 512
     num_layers: int = 2
-    dropout: float = 0.25
+    dropout: float = 0.35
     tie_weights: bool = True
     valid_fraction: float = 0.1
     encoding_errors: str = "strict"

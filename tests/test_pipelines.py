@@ -101,3 +101,50 @@ def test_damaged_folders_give_one_clear_error(tiny_model_dir, tmp_path, damage, 
 def test_unknown_model_name():
     with pytest.raises(ModelFolderError, match="no model folder 'nonexistent-model'"):
         lstmgen.load("nonexistent-model")
+
+
+@pytest.mark.parametrize("kind", ["word", "bpe"])
+def test_word_and_bpe_models_train_save_and_stream(tmp_path, kind):
+    from lstmgen.recipes import LMRecipe, train_lm
+    from lstmgen.training import TrainConfig
+
+    text = "".join(f"the king 王 speaks 🎉 to lord {i % 7} and the queen café\n" for i in range(300))
+    (tmp_path / "c.txt").write_text(text, encoding="utf-8")
+    recipe = LMRecipe(data=str(tmp_path / "c.txt"), out=str(tmp_path / kind), tokenizer=kind, vocab_size=300,
+                      hidden_size=32, num_layers=1,
+                      train=TrainConfig(batch_size=4, bptt=16, max_steps=30, eval_every=15, warmup_steps=2,
+                                        lr=1e-2))
+    train_lm(recipe, command="pytest")
+    gen = lstmgen.load(tmp_path / kind)
+    assert gen.tokenizer.kind == kind
+    pieces = list(gen.stream("the king", max_new_tokens=25, temperature=1.0, seed=4))
+    assert "the king" + "".join(pieces) == gen.generate("the king", max_new_tokens=25, temperature=1.0, seed=4)
+    assert not any(p.endswith("\ufffd") for p in pieces[:-1])  # no piece ends inside a UTF-8 character
+    if kind == "word":
+        assert pieces[0].startswith((" ", "\n"))
+
+
+class ScriptedModel(torch.nn.Module):
+    """Stands in for a LanguageModel: always predicts the next id of a fixed script."""
+
+    def __init__(self, script, vocab):
+        super().__init__()
+        self.script, self.vocab, self.calls = list(script), vocab, 0
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, ids, state=None):
+        logits = torch.full((1, ids.shape[1], self.vocab), -1e9)
+        logits[0, -1, self.script[self.calls]] = 0.0
+        self.calls += 1
+        return logits, state
+
+
+def test_bpe_stream_never_splits_a_character():
+    from lstmgen.tokenizers import Tokenizer
+
+    tok = Tokenizer.train("bpe", ["plain ascii text only"], vocab_size=260)
+    script = tok.encode("a世界🎉b")  # byte-level: the CJK characters and the emoji are several tokens each
+    assert len(script) > 5
+    gen = TextGenerator(ScriptedModel(script, tok.vocab_size), tok)
+    pieces = list(gen.stream("x", max_new_tokens=len(script), temperature=0))
+    assert "".join(pieces) == "a世界🎉b" and pieces == ["a", "世", "界", "🎉", "b"]

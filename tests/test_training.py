@@ -56,7 +56,8 @@ def test_learns_a_periodic_sequence(tmp_path):
 
 def test_learns_tinyshakespeare_excerpt(tmp_path, data_dir):
     """Learning test on real text: a 1x128 char LSTM on the first 200k characters of tinyshakespeare
-    goes from ln(65) = 4.17 to below 2.3 nats/char on held-out text within 200 steps (about 20 s here)."""
+    goes from ln(65) = 4.17 to below 2.05 nats/char on held-out text within 600 steps (1.94 measured on a
+    2-core CPU, about 7 s)."""
     text = (data_dir / "tinyshakespeare" / "input.txt").read_text()[:200_000]
     p = tmp_path / "excerpt.txt"
     p.write_text(text)
@@ -65,10 +66,10 @@ def test_learns_tinyshakespeare_excerpt(tmp_path, data_dir):
     train, valid = token_cache(corpus, "train", tok), token_cache(corpus, "valid", tok)
     torch.manual_seed(0)
     model = LanguageModel(LMConfig(vocab_size=tok.vocab_size, hidden_size=128, num_layers=1, dropout=0.0))
-    cfg = TrainConfig(batch_size=32, bptt=64, lr=4e-3, max_steps=200, eval_every=100, log_every=20,
+    cfg = TrainConfig(batch_size=32, bptt=64, lr=4e-3, max_steps=600, eval_every=100, log_every=20,
                       warmup_steps=10)
     summary = Trainer(model, train, valid, cfg, tmp_path / "run").fit()
-    assert summary["best"]["valid_loss"] < 2.3
+    assert summary["best"]["valid_loss"] < 2.05
 
 
 def _trainer(tmp_path, name, max_steps=40):

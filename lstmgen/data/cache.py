@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from tqdm import tqdm
 
+from ..atomic import atomic_path, atomic_write_bytes
 from ..errors import UserInputError
 from ..tokenizers import Tokenizer
 from .registry import cache_dir
@@ -58,20 +58,14 @@ def token_cache(corpus: Corpus, split: str, tokenizer: Tokenizer, folder: Option
 
 
 def _write(corpus: Corpus, split: str, tokenizer: Tokenizer, dtype, path: Path, meta_path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
     num_tokens = num_chars = 0
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for chunk in corpus.chunks(split):
-                ids = np.asarray(tokenizer.encode(chunk), dtype=dtype)
-                ids.tofile(fh)
-                num_tokens += len(ids)
-                num_chars += len(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)  # atomic: a half-written cache never has the final name
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    meta_path.write_text(json.dumps({"num_tokens": num_tokens, "num_chars": num_chars, "corpus": corpus.name,
-                                     "split": split}))
+    bar = tqdm(desc=f"tokenize {split}", unit=" chars", unit_scale=True, delay=2.0)  # shown only if slow
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh, bar:
+        for chunk in corpus.chunks(split):
+            bar.update(len(chunk))
+            ids = np.asarray(tokenizer.encode(chunk), dtype=dtype)
+            ids.tofile(fh)
+            num_tokens += len(ids)
+            num_chars += len(chunk)
+    meta = {"num_tokens": num_tokens, "num_chars": num_chars, "corpus": corpus.name, "split": split}
+    atomic_write_bytes(meta_path, json.dumps(meta).encode())

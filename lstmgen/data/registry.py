@@ -7,12 +7,12 @@ progress bar and a sha256 check. A `.gz` variant of a file is accepted wherever 
 from __future__ import annotations
 
 import os
-import tempfile
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from ..atomic import atomic_path
 from ..errors import ChecksumError, DataNotFoundError, UserInputError
 from .files import sha256_of
 
@@ -176,23 +176,19 @@ def download_file(ds: Dataset, f: DataFile) -> Path:
 
     dest = cache_dir() / "datasets" / ds.name / f.name
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f.name, suffix=".part")
     try:
-        with urllib.request.urlopen(f.url, timeout=60) as resp, os.fdopen(fd, "wb") as out:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"{ds.name}/{f.name}") as bar:
-                for block in iter(lambda: resp.read(1 << 16), b""):
-                    out.write(block)
-                    bar.update(len(block))
-        got = sha256_of(Path(tmp), raw=True)
-        if got != f.sha256:
-            raise ChecksumError(f"{f.url}: sha256 {got} does not match the registry's {f.sha256}; the file "
-                                "there has changed — download it by hand and check it, or report it")
-        os.replace(tmp, dest)
+        with atomic_path(dest) as tmp:  # the file appears under its name only once it checks out
+            with urllib.request.urlopen(f.url, timeout=60) as resp, open(tmp, "wb") as out:
+                total = int(resp.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=f"{ds.name}/{f.name}") as bar:
+                    for block in iter(lambda: resp.read(1 << 16), b""):
+                        out.write(block)
+                        bar.update(len(block))
+            got = sha256_of(tmp, raw=True)
+            if got != f.sha256:
+                raise ChecksumError(f"{f.url}: sha256 {got} does not match the registry's {f.sha256}; the "
+                                    "file there has changed — download it by hand and check it, or report it")
     except OSError as e:
         raise DataNotFoundError(f"data set {ds.name!r}: could not download {f.url} ({e}); place "
                                 f"{f.name} in {dest.parent} by hand") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest

@@ -36,7 +36,7 @@ class LMConfig:
     embed_size: Optional[int] = None
     hidden_size: int = 512
     num_layers: int = 2
-    dropout: float = 0.25
+    dropout: float = 0.35
     tie_weights: bool = True
     backend: str = "auto"
 

@@ -40,7 +40,7 @@ class TrainConfig:
     bptt: int = 128
     lr: float = 2e-3
     optimizer: str = "adamw"
-    weight_decay: float = 0.01
+    weight_decay: float = 0.1
     momentum: float = 0.9
     warmup_steps: int = 100
     schedule: str = "cosine"

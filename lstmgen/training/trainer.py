@@ -138,8 +138,8 @@ class Trainer:
                     self.state = self.model.init_state(c.batch_size, self.device)
                 self.elapsed = time.perf_counter() - t0
                 bar.update(1)
-                evaluate = self.valid is not None and (self.step % c.eval_every == 0 or self.progress() >= 1.0)
-                if self.step % c.log_every == 0 or evaluate:
+                due = self.step % c.eval_every == 0 or self.progress() >= 1.0  # evaluate and checkpoint
+                if self.step % c.log_every == 0 or due:
                     now = time.perf_counter()
                     record = {"step": self.step, "epoch": round(self.epoch + self.window / len(self.batcher), 4),
                               "loss": run_loss.item() / run_n, "lr": lr, "grad_norm": float(norm),
@@ -147,9 +147,10 @@ class Trainer:
                               "elapsed_s": round(self.elapsed, 2)}
                     run_loss.zero_()
                     run_n, run_tokens, t_last = 0, 0, now
-                    if evaluate:
-                        record.update(self._evaluate())
-                        stopped_early = c.patience is not None and self.bad_evals >= c.patience
+                    if due:
+                        if self.valid is not None:
+                            record.update(self._evaluate())
+                            stopped_early = c.patience is not None and self.bad_evals >= c.patience
                         self.save_checkpoint()
                         t_last = time.perf_counter()  # evaluation time is not training throughput
                     log.write(json.dumps(record) + "\n")
