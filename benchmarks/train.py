@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from lstmgen.data import TokenArray
 from lstmgen.models import LanguageModel, LMConfig, detach_state
-from lstmgen.training import Trainer, TrainConfig, pick_device
+from lstmgen.training import TrainConfig, Trainer, pick_device
 
 # name: (vocab, layers, hidden, batch, bptt) at full size, and the CPU-sized variant.
 CONFIGS = {

@@ -1,8 +1,7 @@
 """lstmgen: LSTM text generation on PyTorch — train on your text, sample, share one folder."""
 __version__ = "0.1.0"
 
-from .errors import (ChecksumError, DataNotFoundError, LstmgenError, ModelFolderError,  # noqa: E402
-                     UserInputError)
+from .errors import ChecksumError, DataNotFoundError, LstmgenError, ModelFolderError, UserInputError  # noqa: E402
 from .pipelines import TextGenerator, bundled_models, load  # noqa: E402
 
 __all__ = ["__version__", "load", "TextGenerator", "bundled_models", "LstmgenError", "UserInputError",

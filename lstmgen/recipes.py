@@ -16,7 +16,7 @@ from .generation import GenerationConfig
 from .models import LanguageModel, LMConfig
 from .pipelines import TextGenerator, read_json
 from .tokenizers import KINDS, Tokenizer
-from .training import CHECKPOINT, LOG, Trainer, TrainConfig, evaluate_lm, pick_device
+from .training import CHECKPOINT, LOG, TrainConfig, Trainer, evaluate_lm, pick_device
 
 
 @dataclass

@@ -18,8 +18,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator, List, Sequence
 
-from tokenizers import Regex, Tokenizer as HFTokenizer, decoders, models, normalizers, pre_tokenizers
-from tokenizers import trainers
+from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer as HFTokenizer
 
 from .errors import ModelFolderError, UserInputError
 

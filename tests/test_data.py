@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lstmgen.data import StreamBatcher, open_corpus, token_cache, zero_state_windows
-from lstmgen.data import registry
+from lstmgen.data import StreamBatcher, open_corpus, registry, token_cache, zero_state_windows
 from lstmgen.errors import ChecksumError, DataNotFoundError, UserInputError
 from lstmgen.tokenizers import Tokenizer
 

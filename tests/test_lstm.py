@@ -1,7 +1,8 @@
 """The equations LSTM against torch.nn.LSTM's kernels, gradcheck, and state carrying."""
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from lstmgen.errors import UserInputError

@@ -1,6 +1,7 @@
 """Tokenizers: exact round trips, the word normalisation, and the tokenizer.json format."""
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tokenizers import Tokenizer as HFTokenizer
 
 from lstmgen.errors import ModelFolderError, UserInputError

@@ -9,7 +9,7 @@ import torch
 from lstmgen.data import TokenArray, open_corpus, token_cache
 from lstmgen.models import LanguageModel, LMConfig
 from lstmgen.tokenizers import Tokenizer
-from lstmgen.training import Trainer, TrainConfig, evaluate_lm, lr_at
+from lstmgen.training import TrainConfig, Trainer, evaluate_lm, lr_at
 from lstmgen.training.checkpoint import load_checkpoint
 
 

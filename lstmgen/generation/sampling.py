@@ -3,17 +3,18 @@ one step per new token. The text so far is never run again, so each token costs 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Iterator, List, Optional
 
 import torch
 
 from ..errors import check_range
 from ..models import LanguageModel
+from ..serial import JSONConfig
 
 
 @dataclass
-class GenerationConfig:
+class GenerationConfig(JSONConfig):
     """Decoding options, named as in Hugging Face generate() and the OpenAI API.
 
     Args:
@@ -36,13 +37,6 @@ class GenerationConfig:
         check_range("top_k", self.top_k, 0)
         check_range("top_p", self.top_p, 0.0, 1.0, low_open=True)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GenerationConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
     def updated(self, **options) -> "GenerationConfig":
         """A copy with `options` (None values ignored) applied; unknown names are an error."""

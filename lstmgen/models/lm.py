@@ -6,7 +6,7 @@ projection maps h_t down to the embedding size first, so tying still applies.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
@@ -14,12 +14,13 @@ from torch import Tensor, nn
 
 from ..errors import UserInputError, check_range
 from ..nn import LSTM
+from ..serial import JSONConfig
 
 State = Tuple[Tensor, Tensor]
 
 
 @dataclass
-class LMConfig:
+class LMConfig(JSONConfig):
     """Hyper-parameters of LanguageModel.
 
     Args:
@@ -53,13 +54,6 @@ class LMConfig:
     def embedding_dim(self) -> int:
         return self.embed_size or self.hidden_size
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LMConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class LanguageModel(nn.Module):

@@ -1,2 +1,3 @@
-from .lstm import LSTM, lstm_cell, BACKENDS
+from .lstm import BACKENDS, LSTM, lstm_cell
+
 __all__ = ["LSTM", "lstm_cell", "BACKENDS"]

@@ -1,17 +1,18 @@
 """TrainConfig: everything the Trainer needs besides the model and the data."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import UserInputError, check_range
+from ..serial import JSONConfig
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(JSONConfig):
     """Training settings. The defaults are the tuned tinyshakespeare character-level recipe.
 
     Args:
@@ -76,10 +77,3 @@ class TrainConfig:
         if self.max_steps is None and self.max_epochs is None and self.max_minutes is None:
             self.max_epochs = 10
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
