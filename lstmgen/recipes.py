@@ -97,8 +97,9 @@ def train_lm(recipe: LMRecipe, *, resume: bool = False, command: Optional[str] =
         lm_config = LMConfig(vocab_size=tokenizer.vocab_size, embed_size=recipe.embed_size,
                              hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
                              dropout=recipe.dropout, tie_weights=recipe.tie_weights)
-    model = LanguageModel(lm_config)
     cfg = recipe.train
+    torch.manual_seed(cfg.seed)  # the initial weights follow --seed too
+    model = LanguageModel(lm_config)
     device = pick_device(cfg.device)
     info = {"num_parameters": model.num_parameters(),
             "data": {"name": corpus.name, "split_note": corpus.note, "valid_fraction": recipe.valid_fraction,

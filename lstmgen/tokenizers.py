@@ -14,6 +14,7 @@ library (and in transformers' PreTrainedTokenizerFast) unchanged:
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator, List, Sequence
@@ -24,6 +25,10 @@ from tokenizers import Tokenizer as HFTokenizer
 from .errors import ModelFolderError, UserInputError
 
 KINDS = ("char", "word", "bpe")
+# Just before a line break that is followed by a non-space character: always a pre-token boundary of the
+# GPT-2 split, and the whitespace before it ends its own pre-token there too (the split's `\s+(?!\S)`
+# leaves a run's last character to the next pre-token), so pieces cut here encode as the whole text does.
+_LINE_START = re.compile(r"(?=\n\S)")
 UNK, EOS = "<unk>", "<eos>"
 
 
@@ -90,8 +95,8 @@ class Tokenizer:
             return [get(ch, unk) for ch in text]
         if self.kind == "word":
             return self.hf.encode(text, add_special_tokens=False).ids
-        # Byte-level BPE: encode line by line in parallel; the pre-tokenizer never merges across "\n".
-        lines = text.splitlines(keepends=True)
+        # Byte-level BPE: encode lines in parallel, cut where the ids stay those of the whole text.
+        lines = _LINE_START.split(text)
         if len(lines) <= 1:
             return self.hf.encode(text, add_special_tokens=False).ids
         return [i for enc in self.hf.encode_batch(lines, add_special_tokens=False) for i in enc.ids]

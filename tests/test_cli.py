@@ -51,6 +51,8 @@ def test_generate_is_deterministic_across_processes(tiny_model_dir):
     (["train", "lm", "--data", "{tmp}/ok.txt", "--out", "{tmp}/o", "--dropout", "1.5"], "dropout must be"),
     (["train", "lm", "--data", "{tmp}/ok.txt", "--out", "{tmp}/o", "--lr", "0"], "lr must be > 0"),
     (["train", "lm", "--data", "{tmp}/ok.txt", "--out", "{tmp}/o", "--tokenizer", "sp"], "--tokenizer must be"),
+    (["train", "lm", "--data", "{tmp}/ok.txt", "--out", "{tmp}/o", "--batch-size", "5000"], "too few"),
+    (["train", "lm", "--data", "{tmp}/ok.txt", "--out", "{tmp}/o", "--device", "cuda:3"], "--device"),
     (["generate", "{tmp}", "--prompt", "x"], "missing config.json"),
     (["generate", "nope-model"], "no model folder"),
     (["datasets", "info", "nope"], "known: tinyshakespeare"),

@@ -145,3 +145,14 @@ def test_every_local_data_set_matches_its_checksums(data_dir):
     for ds in registry.REGISTRY.values():
         for f in ds.files:
             registry.verify_file(ds, f.name, registry.find_file(ds, f.name, download=False))
+
+
+def test_chunks_are_cut_between_lines_and_keep_whitespace_runs():
+    from lstmgen.data.sources import _line_aligned
+
+    text = "first line\n\n  second\nthird line\n\n\nfourth" * 3
+    pieces = [text[i:i + 7] for i in range(0, len(text), 7)]
+    out = list(_line_aligned(iter(pieces)))
+    assert "".join(out) == text and len(out) > 3
+    for b in out[1:]:
+        assert b[0] == "\n" and not b[1].isspace()

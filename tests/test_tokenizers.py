@@ -19,11 +19,12 @@ def test_char_round_trip(text):
     assert tok.decode(tok.encode(text)) == text
 
 
-@settings(max_examples=40, deadline=None)
-@given(train=any_text, text=any_text)
+@settings(max_examples=60, deadline=None)
+@given(train=any_text, text=any_text.map(lambda t: t.replace("|", "\n")))
 def test_bpe_round_trips_any_text_even_unseen(train, text):
     tok = Tokenizer.train("bpe", [train + TRICKY], vocab_size=300)
     assert tok.decode(tok.encode(text)) == text
+    assert tok.encode(text) == tok.hf.encode(text, add_special_tokens=False).ids  # parallel path = whole
 
 
 def test_tricky_text_all_kinds(tmp_path):
@@ -71,3 +72,9 @@ def test_bad_kind_and_bad_file(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ModelFolderError, match="not a valid tokenizer.json"):
         Tokenizer.load(bad)
+
+
+def test_bpe_parallel_line_encoding_equals_whole_text():
+    text = "Hello there\n\n  indented line\r\n\tTabbed\n\n\nEnd  of  text \n" * 20
+    tok = Tokenizer.train("bpe", [text], vocab_size=320)
+    assert tok.encode(text) == tok.hf.encode(text, add_special_tokens=False).ids

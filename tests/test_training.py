@@ -135,3 +135,15 @@ def test_evaluate_both_figures():
     assert r["loss"] == pytest.approx(math.log(5), abs=0.2) and "window64_loss" in r
     assert r["perplexity"] == pytest.approx(math.exp(r["loss"]))
     assert r["bpc"] == pytest.approx(r["loss"] / math.log(2))
+
+
+def test_same_seed_same_weights(tmp_path, corpus_file):
+    from lstmgen.recipes import LMRecipe, train_lm
+
+    def weights(name):
+        recipe = LMRecipe(data=str(corpus_file), out=str(tmp_path / name), hidden_size=16, num_layers=1,
+                          train=TrainConfig(batch_size=4, bptt=16, max_steps=6, eval_every=3, seed=5))
+        train_lm(recipe, command="pytest")
+        return (tmp_path / name / "model.safetensors").read_bytes()
+
+    assert weights("a") == weights("b")

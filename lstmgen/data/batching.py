@@ -12,6 +12,8 @@ from typing import Tuple
 import numpy as np
 import torch
 
+from ..errors import UserInputError
+
 
 class StreamBatcher:
     """Windows of B parallel streams over a token array.
@@ -28,7 +30,8 @@ class StreamBatcher:
         # every stream is dropped (at most B tokens).
         self.stream_len = (len(ids) - 1) // batch_size
         if self.stream_len < 1:
-            raise ValueError(f"{len(ids)} tokens are too few for batch size {batch_size}")
+            raise UserInputError(f"{len(ids)} tokens are too few for {batch_size} streams; give more text "
+                                 "or a smaller --batch-size")
 
     def __len__(self) -> int:
         """Windows per epoch (the last one may be shorter than bptt)."""
@@ -48,6 +51,7 @@ def zero_state_windows(ids: np.ndarray, window: int) -> Tuple[torch.Tensor, torc
 
     Every window is scored from a zero state: the metric nanoGPT reports on tinyshakespeare.
     """
+    window = max(1, min(window, len(ids) - 1))  # a split shorter than one window is scored as one
     n = (len(ids) - 1) // window
     x = np.asarray(ids[: n * window], dtype=np.int64).reshape(n, window)
     y = np.asarray(ids[1: n * window + 1], dtype=np.int64).reshape(n, window)

@@ -14,6 +14,7 @@ import glob as globlib
 import hashlib
 import io
 import json
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +52,9 @@ class Corpus:
     note: str = ""
 
     def chunks(self, split: str) -> Iterator[str]:
-        """The text of `split`, in order, in chunks of about a megabyte that end at a line break.
+        """The text of `split`, in order, in chunks of about a megabyte cut just before a line break.
 
-        Ending at line breaks keeps words and BPE merges whole, so encoding chunk by chunk gives the
-        same ids as encoding the whole text.
+        The cuts fall where encoding chunk by chunk gives the ids of the whole text, for every tokenizer.
         """
         if split not in self.splits:
             raise UserInputError(f"{self.name}: no split {split!r}; it has {', '.join(self.splits)}")
@@ -65,11 +65,18 @@ class Corpus:
         return "".join(self.chunks(split))
 
 
+_LINE_START = re.compile(r"\n(?=\S)")
+
+
 def _line_aligned(chunks: Iterator[str], limit: int = 8 * BLOCK) -> Iterator[str]:
+    """Re-cut chunks just before a line break that is followed by a non-space character: no word is
+    split, and byte-level BPE pre-tokenizes each piece as it would the whole text (see tokenizers.py)."""
     buf = ""
     for chunk in chunks:
         buf += chunk
-        cut = buf.rfind("\n") + 1
+        cut = 0
+        for m in _LINE_START.finditer(buf, max(0, len(buf) - len(chunk) - 1)):
+            cut = m.start()
         if not cut and len(buf) > limit:  # one enormous line: cut at a space rather than hold it all
             cut = buf.rfind(" ") + 1 or len(buf)
         if cut:
@@ -122,15 +129,16 @@ class _ByteStream:
             base += size
 
     def text(self, start: int, end: int) -> Iterator[str]:
-        decoder, current = None, None
+        decoder, current, current_end = None, None, 0
         for path, pos, block in self._blocks(start, end):
             if path != current:  # each file decodes on its own; a file must not end mid-character
                 if decoder is not None:
-                    yield self._decode(decoder, b"", current, pos, final=True)
+                    yield self._decode(decoder, b"", current, current_end, final=True)
                 decoder, current = codecs.getincrementaldecoder("utf-8")(self.errors), path
             yield self._decode(decoder, block, path, pos)
+            current_end = pos + len(block)
         if decoder is not None:
-            yield self._decode(decoder, b"", current, 0, final=True)
+            yield self._decode(decoder, b"", current, current_end, final=True)
 
     @staticmethod
     def _decode(decoder, block: bytes, path: Path, pos: int, final: bool = False) -> str:

@@ -81,7 +81,10 @@ def sample_tokens(model: LanguageModel, prompt_ids: List[int], cfg: GenerationCo
     model.eval()
     device = next(model.parameters()).device
     gen = torch.Generator(device=device)
-    gen.manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
+    if cfg.seed is not None:
+        gen.manual_seed(cfg.seed)
+    else:
+        gen.seed()  # fresh entropy for this generator only; the global RNG is left alone
     logits, state = model(torch.tensor([prompt_ids], device=device))  # the whole prompt in one call
     logits = logits[:, -1].float()
     for i in range(cfg.max_new_tokens):

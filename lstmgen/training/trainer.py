@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import StreamBatcher, TokenArray
+from ..errors import UserInputError
 from ..models import LanguageModel, detach_state
 from .checkpoint import atomic_save_tensors, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors
 from .config import TrainConfig
@@ -30,7 +31,15 @@ LOG = "training_log.jsonl"
 def pick_device(name: str = "auto") -> torch.device:
     """cuda > mps > cpu for "auto"; otherwise the named device."""
     if name != "auto":
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise UserInputError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UserInputError(f"--device {name}: CUDA is not available here; use --device cpu or auto")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise UserInputError(f"--device {name}: MPS is not available here; use --device cpu or auto")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
