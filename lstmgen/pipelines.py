@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Union
 
 import torch
 from safetensors import SafetensorError
@@ -16,8 +16,16 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .atomic import atomic_path, atomic_write_bytes
-from .errors import ModelFolderError
-from .generation import GenerationConfig, sample_tokens
+from .errors import ModelFolderError, UserInputError
+from .generation import (
+    DecoderState,
+    GeneratedText,
+    GenerationConfig,
+    SamplingDecoder,
+    TextAssembler,
+    beam_search,
+    build_processors,
+)
 from .models import LanguageModel, LMConfig
 from .tokenizers import Tokenizer
 
@@ -87,56 +95,113 @@ class TextGenerator:
         self.info = info or {}
 
     # -- generation --------------------------------------------------------------------------------
-    def _prompt_ids(self, prompt: str) -> List[int]:
+    def _prompt_ids(self, prompt: str, state: Optional[DecoderState] = None) -> List[int]:
         ids = self.tokenizer.encode(prompt)
-        if ids:
+        if ids or (state is not None and state.pending):
             return ids
         # An empty prompt starts after a line break, as if at the top of a new paragraph.
         nl = self.tokenizer.eos_id if self.tokenizer.kind == "word" else None
         nl = nl if nl is not None else (self.tokenizer.encode("\n") or [0])[0]
         return [nl]
 
-    def stream(self, prompt: str = "", **options) -> Iterator[str]:
+    def _setup(self, options: dict):
+        cfg = self.generation_config.updated(**options)
+        bad = [ids for w in cfg.bad_words for ids in self._word_variants(w)]
+        banned = [self.tokenizer.unk_id] if self.tokenizer.unk_id is not None else []
+        procs = build_processors(cfg, self.tokenizer.vocab_size, bad, cfg.eos_token_id, banned)
+        return cfg, procs
+
+    def _word_variants(self, word: str) -> List[List[int]]:
+        """A banned string as token sequences: as written and, for BPE, with a leading space."""
+        variants = {tuple(self.tokenizer.encode(word))}
+        if self.tokenizer.kind == "bpe" and not word.startswith(" "):
+            variants.add(tuple(self.tokenizer.encode(" " + word)))
+        return [list(v) for v in variants if v]
+
+    def stream(self, prompt: str = "", *, state: Optional[DecoderState] = None, **options) -> Iterator[str]:
         """Yield the generated text in pieces as tokens are made (the prompt is not repeated).
 
-        A piece never ends inside a character: bytes of an unfinished UTF-8 character (byte-level BPE)
-        are held back until the character is complete.
+        The pieces joined equal `generate(...).completion` for the same options and seed. A piece never
+        ends inside a UTF-8 character, and text that may begin a stop string is held back until it is
+        known not to.
 
         Args:
             prompt: the text to continue.
-            **options: GenerationConfig fields (max_new_tokens, temperature, top_k, top_p, seed).
+            state: a `result.state` to continue from.
+            **options: GenerationConfig fields.
         """
-        cfg = self.generation_config.updated(**options)
-        banned = [self.tokenizer.unk_id] if self.tokenizer.unk_id is not None else None
-        prompt_ids = self._prompt_ids(prompt)
-        ids: List[int] = []
-        sent = 0
-        for token in sample_tokens(self.model, prompt_ids, cfg, banned):
-            ids.append(token)
-            text = self._detokenize(prompt_ids[-1], ids)
-            if self.tokenizer.kind == "bpe" and text.endswith("\ufffd"):
-                continue  # an unfinished UTF-8 character: wait for its remaining bytes
-            if len(text) > sent:
-                yield text[sent:]
-                sent = len(text)
-        text = self._detokenize(prompt_ids[-1], ids) if ids else ""
-        if len(text) > sent:
-            yield text[sent:]
+        cfg, procs = self._setup(options)
+        if cfg.num_beams > 1 or cfg.num_return_sequences > 1:
+            raise UserInputError("stream() makes one sequence by sampling or greedy search; use generate() "
+                                 "for num_beams > 1 or num_return_sequences > 1")
+        out = self._decode([prompt], cfg, procs, [state])
+        for piece in out:
+            if isinstance(piece, str):
+                yield piece
 
-    def _detokenize(self, anchor: int, ids: List[int]) -> str:
-        """Text of `ids` as it continues the prompt (word tokens need the previous one for spacing)."""
-        if self.tokenizer.kind != "word":
-            return self.tokenizer.decode(ids)
-        return self.tokenizer.decode([anchor] + ids)[len(self.tokenizer.decode([anchor])):]
+    def _decode(self, prompts: List[str], cfg: GenerationConfig, procs, states):
+        """Run the sampling decoder over all rows; yield row 0's text pieces, then the results."""
+        ids = [self._prompt_ids(p, s) for p, s in zip(prompts, states)]
+        dec = SamplingDecoder(self.model, ids, cfg, procs, cfg.eos_token_id, states)
+        texts = [TextAssembler(self.tokenizer, (i[-1] if i else (s.pending[-1] if s else None)), cfg.stop)
+                 for i, s in zip(ids, states)]
+        if cfg.max_new_tokens == 0:
+            dec.active = [False] * len(ids)
+        while not dec.done:
+            for b, tok in enumerate(dec.step()):
+                if tok is None:
+                    continue
+                check = len(dec.outputs[b].token_ids) > cfg.min_new_tokens or not cfg.min_new_tokens
+                piece = texts[b].push(tok, final=not dec.active[b], check_stop=check)
+                if texts[b].stopped:
+                    dec.finish(b, "stop")
+                if b == 0 and piece:
+                    yield piece
+        rest = texts[0].flush()
+        if rest:
+            yield rest
+        yield [GeneratedText(p, t.text(), o.token_ids, o.finish_reason, o.logprobs, o.state)
+               for p, t, o in zip(prompts, texts, dec.outputs)]
 
-    def generate(self, prompt: str = "", **options) -> str:
-        """The prompt followed by its continuation.
+    def generate(self, prompt: Union[str, List[str]] = "", *, state: Optional[DecoderState] = None,
+                 **options) -> Union[GeneratedText, List[GeneratedText]]:
+        """Continue one prompt or a batch of prompts.
+
+        Returns the prompt followed by its continuation as a GeneratedText (a str that also carries
+        token_ids, logprobs, finish_reason and state); a list of them when `prompt` is a list or
+        num_return_sequences > 1 (num_return_sequences results per prompt, in prompt order).
 
         Args:
-            prompt: the text to continue.
-            **options: GenerationConfig fields (max_new_tokens, temperature, top_k, top_p, seed).
+            prompt: the text to continue, or a list of texts (of any lengths) decoded as one batch.
+            state: a `result.state` to continue from (one prompt only).
+            **options: GenerationConfig fields (max_new_tokens, temperature, top_k, top_p, min_p,
+                typical_p, repetition_penalty, presence_penalty, frequency_penalty, no_repeat_ngram_size,
+                bad_words, logit_bias, num_beams, length_penalty, early_stopping, num_return_sequences,
+                stop, max_time, seed, logprobs, min_new_tokens, eos_token_id).
         """
-        return prompt + "".join(self.stream(prompt, **options))
+        cfg, procs = self._setup(options)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        n = cfg.num_return_sequences
+        if cfg.num_beams > 1:
+            results = [r for p in prompts for r in self._beam(p, cfg, procs, state)]
+        else:
+            rows = [p for p in prompts for _ in range(n)]
+            *_, results = self._decode(rows, cfg, procs, [state] * len(rows))
+        return results[0] if isinstance(prompt, str) and n == 1 else results
+
+    def _beam(self, prompt: str, cfg: GenerationConfig, procs, state) -> List[GeneratedText]:
+        ids = self._prompt_ids(prompt, state)
+        anchor = ids[-1] if ids else state.pending[-1]
+        out = []
+        for o in beam_search(self.model, ids, cfg, procs, cfg.eos_token_id, state):
+            asm = TextAssembler(self.tokenizer, anchor, cfg.stop)
+            for i, tok in enumerate(o.token_ids):
+                asm.push(tok, check_stop=i + 1 > cfg.min_new_tokens)
+                if asm.stopped:
+                    o.finish_reason = "stop"
+                    break
+            out.append(GeneratedText(prompt, asm.text(), o.token_ids, o.finish_reason, o.logprobs, None, o.score))
+        return out
 
     # -- files ---------------------------------------------------------------------------------------
     def config_dict(self) -> dict:

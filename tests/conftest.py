@@ -52,7 +52,7 @@ def tiny_model_dir(tmp_path_factory, corpus_file) -> Path:
 
     out = tmp_path_factory.mktemp("models") / "tiny"
     recipe = LMRecipe(data=str(corpus_file), out=str(out), hidden_size=64, num_layers=2, dropout=0.1,
-                      train=TrainConfig(batch_size=16, bptt=32, max_steps=60, eval_every=30, log_every=10,
+                      train=TrainConfig(batch_size=16, bptt=32, max_steps=300, eval_every=100, log_every=10,
                                         warmup_steps=5, lr=5e-3))
     train_lm(recipe, command="pytest fixture")
     return out

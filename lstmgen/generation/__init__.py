@@ -1,4 +1,8 @@
-"""Decoding: options, logits filters and the sampling loop."""
-from .sampling import GenerationConfig, filter_logits, sample_tokens
+"""Decoding: options, logits processors, the engine (sampling, greedy, beam search) and text assembly."""
+from .config import GenerationConfig
+from .engine import DecoderState, SamplingDecoder, SequenceOutput, beam_search, prefill
+from .processors import History, build_processors, warp
+from .text import GeneratedText, TextAssembler
 
-__all__ = ["GenerationConfig", "filter_logits", "sample_tokens"]
+__all__ = ["GenerationConfig", "DecoderState", "SamplingDecoder", "SequenceOutput", "beam_search", "prefill",
+           "History", "build_processors", "warp", "GeneratedText", "TextAssembler"]
