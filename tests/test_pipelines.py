@@ -63,11 +63,17 @@ def test_greedy_equals_argmax_and_top_k_1(tiny_model_dir):
 
 def test_prompt_runs_once_then_one_step_per_token(tiny_model_dir):
     gen = lstmgen.load(tiny_model_dir)
-    lengths = []
+    lengths, steps = [], []
     hook = gen.model.lstm.register_forward_hook(lambda m, inp, out: lengths.append(inp[0].shape[1]))
-    gen.generate("The king and", max_new_tokens=10, seed=0)
-    hook.remove()
-    assert lengths == [len("The king and")] + [1] * 9
+    one_step = gen.model.lstm.step
+    gen.model.lstm.step = lambda x, state: (steps.append(tuple(x.shape)), one_step(x, state))[1]
+    try:
+        gen.generate("The king and", max_new_tokens=10, seed=0)
+    finally:
+        hook.remove()
+        del gen.model.lstm.step
+    # the prompt in one call, then one single-token step per new token but the last (never fed)
+    assert lengths == [len("The king and")] and len(steps) == 9 and steps[0][0] == 1
 
 
 def test_empty_prompt_and_bad_options(tiny_model_dir):
@@ -138,6 +144,10 @@ class ScriptedModel(torch.nn.Module):
         self.calls += 1
         zeros = torch.zeros(1, ids.shape[0], 1)
         return logits, (zeros, zeros)
+
+    def step(self, ids, state):
+        logits, state = self.forward(ids.view(-1, 1), state)
+        return logits[:, -1], state
 
 
 def test_bpe_stream_never_splits_a_character():

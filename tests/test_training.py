@@ -38,6 +38,19 @@ def test_reference_backend_gives_the_same_lm():
     assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+def test_one_step_decode_path_equals_forward(backend):
+    torch.manual_seed(0)
+    m = LanguageModel(LMConfig(vocab_size=20, embed_size=8, hidden_size=16, num_layers=3, backend=backend)).eval()
+    x = torch.randint(0, 20, (4, 6))
+    with torch.no_grad():
+        full, (h_full, c_full) = m(x)
+        _, state = m(x[:, :5])
+        step, (h, c) = m.step(x[:, 5], state)
+    assert torch.allclose(step, full[:, -1], atol=1e-5)
+    assert torch.allclose(h, h_full, atol=1e-6) and torch.allclose(c, c_full, atol=1e-6)
+
+
 def test_schedule_warmup_then_cosine():
     cfg = TrainConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1, max_steps=100)
     assert lr_at(cfg, 0, 0.0) == pytest.approx(0.1) and lr_at(cfg, 9, 0.09) == pytest.approx(1.0)

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..models import LanguageModel
 from .config import GenerationConfig
-from .processors import History, Processor, warp
+from .processors import History, Processor, needs_counts, warp
 
 LSTMState = Tuple[Tensor, Tensor]
 
@@ -91,7 +91,8 @@ class SamplingDecoder:
             self.gen.seed()  # fresh entropy for this generator only; the global RNG is left alone
         self.logits, self.state = prefill(model, prompts, states)
         B = len(prompts)
-        self.history = History(prompts, self.logits.shape[-1], cfg.no_repeat_ngram_size, self.device)
+        self.history = History(prompts, self.logits.shape[-1], cfg.no_repeat_ngram_size, self.device,
+                               counts=needs_counts(cfg))
         self.outputs = [SequenceOutput([], "length", [] if cfg.logprobs else None) for _ in range(B)]
         self.active = [True] * B
         self.pending: Optional[Tensor] = None
@@ -101,9 +102,9 @@ class SamplingDecoder:
     def step(self) -> List[Optional[int]]:
         """Choose one token for every row; None for rows already finished."""
         if self.pending is not None:  # feed the previous tokens now that a next one is wanted
-            out, self.state = self.model(self.pending.view(-1, 1), self.state)
-            self.logits = out[:, -1].float()
-        logits = self.logits.clone()
+            out, self.state = self.model.step(self.pending, self.state)
+            self.logits = out.float()
+        logits = self.logits.clone() if self.processors else self.logits  # processors may write in place
         for proc in self.processors:
             logits = proc(logits, self.history)
         if self.cfg.greedy:
@@ -163,7 +164,8 @@ def beam_search(model: LanguageModel, prompt: Sequence[int], cfg: GenerationConf
     logits, (h, c) = prefill(model, [prompt], [state] if state else None)
     state_k = (h.repeat(1, K, 1), c.repeat(1, K, 1))
     logits = logits.repeat(K, 1)
-    history = History([prompt] * K, logits.shape[-1], cfg.no_repeat_ngram_size, logits.device)
+    history = History([prompt] * K, logits.shape[-1], cfg.no_repeat_ngram_size, logits.device,
+                      counts=needs_counts(cfg))
     beam_scores = torch.full((K,), float("-inf"), device=logits.device)
     beam_scores[0] = 0.0  # all beams start identical: expand only the first
     logps: List[List[float]] = [[] for _ in range(K)]
@@ -176,8 +178,8 @@ def beam_search(model: LanguageModel, prompt: Sequence[int], cfg: GenerationConf
     tokens = torch.empty(0, dtype=torch.long)  # the beams' last tokens, fed at the next step
     for t in range(cfg.max_new_tokens):
         if t:
-            out, state_k = model(tokens.view(-1, 1), state_k)
-            logits = out[:, -1].float()
+            out, state_k = model.step(tokens, state_k)
+            logits = out.float()
         scores = logits.log_softmax(-1)
         for proc in processors:
             scores = proc(scores, history)

@@ -25,16 +25,19 @@ class History:
         vocab_size: V.
         ngram: no_repeat_ngram_size (0: no n-gram index is kept).
         device: where the (B, V) tensors live.
+        counts: keep the seen/count tensors (only the penalties need them; decoding skips them otherwise).
     """
 
-    def __init__(self, prompts: Sequence[Sequence[int]], vocab_size: int, ngram: int = 0, device="cpu") -> None:
+    def __init__(self, prompts: Sequence[Sequence[int]], vocab_size: int, ngram: int = 0, device="cpu",
+                 counts: bool = True) -> None:
         B = len(prompts)
         self.tokens: List[List[int]] = [list(p) for p in prompts]
         self.prompt_lens = [len(p) for p in prompts]
-        self.seen = torch.zeros(B, vocab_size, dtype=torch.bool, device=device)
-        self.counts = torch.zeros(B, vocab_size, device=device)
+        self.track = counts
+        self.seen = torch.zeros(B, vocab_size if counts else 0, dtype=torch.bool, device=device)
+        self.counts = torch.zeros(B, vocab_size if counts else 0, device=device)
         for b, p in enumerate(prompts):
-            if len(p):
+            if len(p) and counts:
                 self.seen[b, torch.as_tensor(list(p), device=device)] = True
         self.n = ngram
         self.ngrams: List[Dict[Tuple[int, ...], Set[int]]] = [{} for _ in range(B)]
@@ -54,9 +57,10 @@ class History:
 
     def append(self, new: Tensor) -> None:
         """Record one new token per row."""
-        rows = torch.arange(len(self.tokens), device=self.seen.device)
-        self.seen[rows, new] = True
-        self.counts[rows, new] += 1
+        if self.track:
+            rows = torch.arange(len(self.tokens), device=self.seen.device)
+            self.seen[rows, new] = True
+            self.counts[rows, new] += 1
         for b, t in enumerate(new.tolist()):
             self.tokens[b].append(t)
             if self.n and len(self.tokens[b]) >= self.n:
@@ -133,6 +137,11 @@ def min_new_tokens(minimum: int, eos_id: int) -> Processor:
             logits[:, eos_id] = NEG_INF
         return logits
     return apply
+
+
+def needs_counts(cfg: GenerationConfig) -> bool:
+    """Whether any processor reads History.seen / History.counts."""
+    return cfg.repetition_penalty != 1.0 or bool(cfg.presence_penalty or cfg.frequency_penalty)
 
 
 def build_processors(cfg: GenerationConfig, vocab_size: int, bad_word_ids: List[List[int]],

@@ -100,6 +100,13 @@ class LanguageModel(nn.Module):
             y = self.proj(y)
         return self.decoder(y), state
 
+    def step(self, ids: Tensor, state: State) -> Tuple[Tensor, State]:
+        """One decoding step: ids (B,) and the state -> logits (B, V) and the new state (eval mode)."""
+        y, state = self.lstm.step(self.embedding(ids), state)
+        if self.proj is not None:
+            y = self.proj(y)
+        return self.decoder(y), state
+
 
 def detach_state(state: State) -> State:
     """Cut the graph at a window edge (truncated BPTT) while keeping the values."""

@@ -1,0 +1,136 @@
+"""Decoding speed against the hardware bound, measured in the same run.
+
+A 3-layer, 512-unit character LM with random weights (the speed does not depend on the values).
+
+- batch 1: tokens/s of lstmgen's decoder against the weight-streaming bound: the time of one
+  matrix-vector pass over the same weight matrices (every W_ih, W_hh and the output layer), the least
+  work a step must do.
+- batch 64: tokens/s against the compute bound: the same gate products done as plain batched matrix
+  multiplies of 64 rows.
+
+Also a per-token torch.nn.LSTM loop and an nn.LSTMCell loop, the way such loops are usually written.
+
+    python benchmarks/generate.py [--tokens 400] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Callable, List
+
+import torch
+
+from lstmgen.generation import GenerationConfig, SamplingDecoder
+from lstmgen.models import LanguageModel, LMConfig
+from lstmgen.training import pick_device
+
+V, L, H = 65, 3, 512
+
+
+def best_time(fn: Callable[[], None], repeats: int, device) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def weights(model: LanguageModel) -> List[torch.Tensor]:
+    ws = [getattr(model.lstm, f"weight_{k}_l{i}") for i in range(L) for k in ("ih", "hh")]
+    return ws + [model.decoder.weight]
+
+
+@torch.inference_mode()
+def bound(model: LanguageModel, batch: int, steps: int, repeats: int, device) -> float:
+    """Tokens/s if a step cost only its matrix products: (batch x in) @ W^T for every weight matrix."""
+    ws = weights(model)
+    xs = [torch.randn(batch, w.shape[1], device=device) for w in ws]
+
+    def run() -> None:
+        for _ in range(steps):
+            for w, x in zip(ws, xs):
+                torch.mm(x, w.t()) if batch > 1 else torch.mv(w, x[0])
+
+    return batch * steps / best_time(run, repeats, device)
+
+
+def ours(model: LanguageModel, batch: int, steps: int, repeats: int, device) -> float:
+    cfg = GenerationConfig(max_new_tokens=steps, temperature=1.0, seed=0)
+
+    def run() -> None:
+        dec = SamplingDecoder(model, [[1, 2, 3]] * batch, cfg, [])
+        while not dec.done:
+            dec.step()
+
+    return batch * steps / best_time(run, repeats, device)
+
+
+@torch.inference_mode()
+def lstm_loop(model: LanguageModel, batch: int, steps: int, repeats: int, device) -> float:
+    """The usual loop: call the whole model (torch.nn.LSTM inside) once per token, sample with multinomial."""
+    def run() -> None:
+        x = torch.ones(batch, 1, dtype=torch.long, device=device)
+        state = None
+        for _ in range(steps):
+            logits, state = model(x, state)
+            x = torch.multinomial(logits[:, -1].softmax(-1), 1)
+
+    return batch * steps / best_time(run, repeats, device)
+
+
+@torch.no_grad()
+def cell_loop(model: LanguageModel, batch: int, steps: int, repeats: int, device) -> float:
+    """An nn.LSTMCell per layer sharing the model's weights, stepped by hand."""
+    cells = []
+    for i in range(L):
+        cell = torch.nn.LSTMCell(H, H).to(device)
+        for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(cell, k).data = getattr(model.lstm, f"{k}_l{i}").data
+        cells.append(cell)
+
+    def run() -> None:
+        tok = torch.ones(batch, dtype=torch.long, device=device)
+        hs = [(torch.zeros(batch, H, device=device), torch.zeros(batch, H, device=device)) for _ in range(L)]
+        for _ in range(steps):
+            x = model.embedding(tok)
+            for i, cell in enumerate(cells):
+                hs[i] = cell(x, hs[i])
+                x = hs[i][0]
+            tok = torch.multinomial(model.decoder(x).softmax(-1), 1).squeeze(-1)
+
+    return batch * steps / best_time(run, repeats, device)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=400)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batches", type=int, nargs="*", default=[1, 64])
+    args = ap.parse_args()
+    device = pick_device("auto")
+    torch.manual_seed(0)
+    model = LanguageModel(LMConfig(vocab_size=V, hidden_size=H, num_layers=L, dropout=0.0)).to(device).eval()
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}; torch {torch.__version__}; 3x512 char LM; {args.tokens} tokens, best of {args.repeats}\n")
+    print("| batch | bound tok/s | lstmgen tok/s | lstmgen / bound | nn.LSTM loop / bound | LSTMCell loop / bound |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for batch in args.batches:
+        # Interleave the methods and keep each one's best, so that drift in the machine's speed hits all.
+        best = [0.0] * 4
+        for _ in range(args.repeats):
+            for i, fn in enumerate((bound, ours, lstm_loop, cell_loop)):
+                best[i] = max(best[i], fn(model, batch, args.tokens, 1, device))
+        b, o, lo, ce = best
+        print(f"| {batch} | {b:,.0f} | {o:,.0f} | {o / b:.2f} | {lo / b:.2f} | {ce / b:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
