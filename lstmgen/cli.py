@@ -49,10 +49,38 @@ LM_FLAGS = {
 }
 
 
+GEN_FLAGS = {
+    "max-new-tokens": (int, "the most tokens to generate"),
+    "min-new-tokens": (int, "no end or stop before this many tokens"),
+    "temperature": (float, "softmax temperature, 0 = greedy"),
+    "top-k": (int, "sample among the k most likely tokens"),
+    "top-p": (float, "nucleus sampling mass, in (0, 1]"),
+    "min-p": (float, "drop tokens below min-p x the top probability"),
+    "typical-p": (float, "locally typical sampling mass, in (0, 1]"),
+    "repetition-penalty": (float, "CTRL repetition penalty (> 1 repeats less)"),
+    "presence-penalty": (float, "OpenAI presence penalty, -2..2"),
+    "frequency-penalty": (float, "OpenAI frequency penalty, -2..2"),
+    "no-repeat-ngram-size": (int, "never repeat an n-gram of this size"),
+    "bad-words": ("list", "strings that must not appear"),
+    "logit-bias": (str, 'JSON object token id -> bias, e.g. \'{"13": -100}\''),
+    "num-beams": (int, "beam search with this many beams"),
+    "length-penalty": (float, "beam score = logprob / length ** length-penalty"),
+    "num-return-sequences": (int, "sequences per prompt"),
+    "stop": ("list", "strings that end the text (the text ends before them)"),
+    "max-time": (float, "seconds after which generation stops"),
+    "seed": (int, "random seed: the same seed gives the same text"),
+    "eos-token-id": (int, "token id that ends a sequence"),
+    "logprobs": ("flag", "include per-token log-probabilities (with --json)"),
+    "no-early-stopping": ("flag", "beam search: run every beam to the end"),
+}
+
+
 def _add_flags(p: argparse.ArgumentParser, flags: dict) -> None:
     for name, (typ, help_) in flags.items():
         if typ == "flag":
             p.add_argument(f"--{name}", action="store_true", default=None, help=help_)
+        elif typ == "list":
+            p.add_argument(f"--{name}", action="append", default=None, help=help_ + " (repeatable)")
         else:
             p.add_argument(f"--{name}", type=typ, default=None, help=help_)
 
@@ -73,13 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="sample text from a model folder or bundled model")
     gen.add_argument("model", help="model folder or bundled name (e.g. shakespeare-char)")
-    gen.add_argument("--prompt", default="", help="text to continue")
-    gen.add_argument("--max-new-tokens", type=int)
-    gen.add_argument("--temperature", type=float, help="0 = greedy")
-    gen.add_argument("--top-k", type=int)
-    gen.add_argument("--top-p", type=float)
-    gen.add_argument("--seed", type=int)
-    gen.add_argument("--no-stream", action="store_true", help="print the text only when it is complete")
+    gen.add_argument("--prompt", action="append", help="text to continue (repeat for a batch of prompts)")
+    gen.add_argument("--prompt-file", help="prompts, one per line ('-' reads standard input)")
+    _add_flags(gen, GEN_FLAGS)
+    gen.add_argument("--num-samples", type=int, dest="num_return_sequences", help="same as --num-return-sequences")
+    out = gen.add_mutually_exclusive_group()
+    out.add_argument("--stream", action="store_true", default=None, help="print text as it is made "
+                     "(the default on a terminal, for one prompt and one sample)")
+    out.add_argument("--no-stream", action="store_false", dest="stream", help="print each text when complete")
+    out.add_argument("--json", action="store_true", help="one JSON object per result: prompt, completion, "
+                     "finish_reason, token_ids (and logprobs)")
 
     ev = sub.add_parser("eval", help="loss, perplexity and bits per character on a split")
     ev.add_argument("model")
@@ -147,20 +178,59 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_prompts(args: argparse.Namespace) -> List[str]:
+    prompts = list(args.prompt or [])
+    if args.prompt_file:
+        if args.prompt_file == "-":
+            text = sys.stdin.read()
+        else:
+            try:
+                with open(args.prompt_file, encoding="utf-8") as fh:
+                    text = fh.read()
+            except OSError as e:
+                raise UserInputError(f"--prompt-file {args.prompt_file}: {e.strerror}; check the path") from None
+            except UnicodeDecodeError as e:
+                raise UserInputError(f"--prompt-file {args.prompt_file}: not UTF-8 at byte {e.start}") from None
+        prompts += [line for line in text.splitlines() if line.strip()]
+    elif not prompts and not sys.stdin.isatty():
+        prompts.append(sys.stdin.read())
+    return prompts or [""]
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from .pipelines import load
 
+    opts = {k.replace("-", "_"): getattr(args, k.replace("-", "_")) for k in GEN_FLAGS}
+    if opts.pop("no_early_stopping"):
+        opts["early_stopping"] = False
+    opts["num_return_sequences"] = args.num_return_sequences
+    if opts["logit_bias"] is not None:
+        try:
+            opts["logit_bias"] = json.loads(opts["logit_bias"])
+        except json.JSONDecodeError:
+            raise UserInputError('--logit-bias must be a JSON object, e.g. \'{"13": -100}\'') from None
+    prompts = _read_prompts(args)
     gen = load(args.model)
-    opts = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                top_p=args.top_p, seed=args.seed)
-    if args.no_stream:
-        print(gen.generate(args.prompt, **opts))
+    single = len(prompts) == 1 and (args.num_return_sequences or 1) == 1 and (args.num_beams or 1) == 1
+    stream = args.stream if args.stream is not None else (sys.stdout.isatty() and not args.json)
+    if stream and single:
+        sys.stdout.write(prompts[0])
+        for piece in gen.stream(prompts[0], **opts):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
         return 0
-    sys.stdout.write(args.prompt)
-    for piece in gen.stream(args.prompt, **opts):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
+    results = gen.generate(prompts if len(prompts) > 1 else prompts[0], **opts)
+    results = results if isinstance(results, list) else [results]
+    for i, r in enumerate(results):
+        if args.json:
+            rec = {"prompt": r.prompt, "completion": r.completion, "finish_reason": r.finish_reason,
+                   "token_ids": r.token_ids}
+            if r.logprobs is not None:
+                rec["logprobs"] = r.logprobs
+            print(json.dumps(rec, ensure_ascii=False))
+        else:
+            print(("\n---\n" if i else "") + r.text)
     return 0
 
 

@@ -85,3 +85,33 @@ def test_datasets_list_and_info(capsys, data_dir):
     assert "first 90%" in info and "test names the same last 10%" in info
     assert "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed" in info
     assert str(data_dir / "tinyshakespeare" / "input.txt") in info
+
+
+def test_generate_options_json_prompt_file_and_stdin(tiny_model_dir, tmp_path):
+    (tmp_path / "prompts.txt").write_text("KING:\n\nQUEEN:\n")
+    r = cli("generate", tiny_model_dir, "--prompt-file", tmp_path / "prompts.txt", "--num-samples", "2",
+            "--max-new-tokens", "30", "--seed", "3", "--json", "--logprobs", "--repetition-penalty", "1.3",
+            "--no-repeat-ngram-size", "4", "--stop", "zzz", "--logit-bias", '{"5": -2}')
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [x["prompt"] for x in recs] == ["KING:", "KING:", "QUEEN:", "QUEEN:"]
+    assert all(len(x["logprobs"]) == len(x["token_ids"]) == 30 and x["finish_reason"] == "length" for x in recs)
+    piped = subprocess.run([sys.executable, "-m", "lstmgen", "generate", str(tiny_model_dir), "--max-new-tokens",
+                            "20", "--temperature", "0", "--no-stream"], input="KING:", capture_output=True,
+                           text=True, timeout=300)
+    flag = cli("generate", tiny_model_dir, "--prompt", "KING:", "--max-new-tokens", "20", "--temperature", "0")
+    assert piped.returncode == 0 and piped.stdout == flag.stdout and piped.stdout.startswith("KING:")
+    beams = cli("generate", tiny_model_dir, "--prompt", "KING:", "--num-beams", "3", "--num-samples", "2",
+                "--max-new-tokens", "20")
+    assert beams.returncode == 0 and beams.stdout.count("\n---\n") == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--top-p", "0"], "top_p must be > 0"),
+    (["--num-beams", "2", "--num-samples", "3"], "num_return_sequences (3) must be <= num_beams"),
+    (["--logit-bias", "{oops"], "--logit-bias must be a JSON object"),
+    (["--prompt-file", "/no/such/prompts.txt"], "--prompt-file"),
+])
+def test_generate_bad_options_exit_2(tiny_model_dir, args, message):
+    r = cli("generate", tiny_model_dir, "--prompt", "x", *args)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
