@@ -114,7 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="loss, perplexity and bits per character on a split")
     ev.add_argument("model")
-    ev.add_argument("--data", required=True)
+    ev.add_argument("--data", help="score the model on this corpus (a --data spec)")
+    ev.add_argument("--samples", type=int, help="also generate N samples and report distinct-1/2/3 and the "
+                    "repeated 4-gram rate")
+    ev.add_argument("--prompt", default="", help="prompt of the samples (default: none)")
+    ev.add_argument("--max-new-tokens", type=int, default=500, help="length of each sample (default 500)")
+    ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--split", default="valid", choices=["train", "valid", "test"])
     ev.add_argument("--batch-size", type=int, default=1, help="streams for the carried-state figure (default 1)")
     ev.add_argument("--window", type=int, default=256, help="zero-state window length (default 256)")
@@ -235,18 +240,31 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .recipes import evaluate_folder
+    from .recipes import evaluate_folder, sample_report
 
-    r = evaluate_folder(args.model, args.data, args.split, batch_size=args.batch_size, window=args.window,
-                        device=args.device, encoding_errors=args.encoding_errors)
+    if not args.data and not args.samples:
+        raise UserInputError("give --data to score a corpus, --samples N to measure generated text, or both")
+    r: dict = {"model": args.model}
+    if args.data:
+        r.update(evaluate_folder(args.model, args.data, args.split, batch_size=args.batch_size, window=args.window,
+                                 device=args.device, encoding_errors=args.encoding_errors))
+    if args.samples:
+        r["sample_quality"] = sample_report(args.model, args.samples, prompt=args.prompt,
+                                            max_new_tokens=args.max_new_tokens, seed=args.seed)
     if args.json:
         print(json.dumps(r))
         return 0
-    w = args.window
-    print(f"{args.model} on {args.data} [{args.split}], {r['tokens']:,} tokens")
-    print(f"  carried state : loss {r['loss']:.4f}  perplexity {r['perplexity']:.3f}  bits/char {r['bpc']:.4f}")
-    print(f"  {w}-token windows from zero state: loss {r[f'window{w}_loss']:.4f}  "
-          f"perplexity {r[f'window{w}_perplexity']:.3f}  bits/char {r[f'window{w}_bpc']:.4f}")
+    if args.data:
+        w = args.window
+        print(f"{args.model} on {args.data} [{args.split}], {r['tokens']:,} tokens")
+        print(f"  carried state : loss {r['loss']:.4f}  perplexity {r['perplexity']:.3f}  bits/char {r['bpc']:.4f}")
+        print(f"  {w}-token windows from zero state: loss {r[f'window{w}_loss']:.4f}  "
+              f"perplexity {r[f'window{w}_perplexity']:.3f}  bits/char {r[f'window{w}_bpc']:.4f}")
+    if args.samples:
+        q = r["sample_quality"]
+        print(f"{q['samples']} samples of {args.max_new_tokens} tokens: distinct-1 {q['distinct_1']:.3f}  "
+              f"distinct-2 {q['distinct_2']:.3f}  distinct-3 {q['distinct_3']:.3f}  "
+              f"repeated 4-grams {q['repeat_4gram_rate']:.3f}")
     return 0
 
 

@@ -158,3 +158,22 @@ def load_toml(path: str) -> dict:
     except tomllib.TOMLDecodeError as e:
         raise UserInputError(f"{path}: not valid TOML ({e})") from None
 
+
+def sample_report(model_dir: str, n: int, *, prompt: str = "", max_new_tokens: int = 500, seed: int = 0,
+                  **options) -> Dict:
+    """Generate `n` samples (one batch) and measure them: distinct-1/2/3 and the repeated 4-gram rate.
+
+    Args:
+        model_dir: a model folder or bundled model name.
+        n: number of samples.
+        prompt: their common prompt.
+        max_new_tokens: tokens per sample.
+        seed: the sampling seed.
+        **options: further generation options (the model's generation_config.json fills the rest).
+    """
+    from .generation.quality import sample_quality
+
+    gen = TextGenerator.from_pretrained(model_dir)
+    out = gen.generate(prompt, num_return_sequences=n, max_new_tokens=max_new_tokens, seed=seed, **options)
+    out = out if isinstance(out, list) else [out]
+    return sample_quality([r.completion for r in out])

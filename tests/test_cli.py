@@ -115,3 +115,11 @@ def test_generate_options_json_prompt_file_and_stdin(tiny_model_dir, tmp_path):
 def test_generate_bad_options_exit_2(tiny_model_dir, args, message):
     r = cli("generate", tiny_model_dir, "--prompt", "x", *args)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_eval_samples_reports_quality(tiny_model_dir, capsys):
+    assert main(["eval", str(tiny_model_dir), "--samples", "3", "--max-new-tokens", "80", "--json"]) == 0
+    q = json.loads(capsys.readouterr().out)["sample_quality"]
+    assert q["samples"] == 3 and 0 < q["distinct_1"] <= 1 and 0 <= q["repeat_4gram_rate"] <= 1
+    assert main(["eval", str(tiny_model_dir)]) == 2
+    assert "--samples" in capsys.readouterr().err

@@ -138,3 +138,20 @@ def test_processors_compose_in_order():
     for p in procs:
         out = p(out, h)
     assert torch.allclose(out, torch.tensor([[6.0, 1.0, -5.0, 3.0]]))
+
+
+def test_sample_quality_numbers():
+    from lstmgen.generation.quality import distinct_n, repeat_rate, sample_quality
+
+    assert distinct_n(["a b a b"], 1) == 0.5 and distinct_n(["a b", "c d"], 2) == 1.0
+    assert repeat_rate(["x y z w x y z w"], 4) == pytest.approx(1 - 4 / 5)
+    q = sample_quality(["the king is here", "the queen is there"])
+    assert q["distinct_1"] == pytest.approx(6 / 8) and q["repeat_4gram_rate"] == 0.0 and q["samples"] == 2
+
+
+def test_repetition_controls_improve_quality_numbers(gen):
+    from lstmgen.generation.quality import sample_quality
+
+    plain = [greedy(gen, "KING:", 300).completion]
+    fixed = [greedy(gen, "KING:", 300, no_repeat_ngram_size=6, repetition_penalty=1.3).completion]
+    assert sample_quality(fixed)["repeat_4gram_rate"] < sample_quality(plain)["repeat_4gram_rate"]

@@ -47,23 +47,42 @@ class SequenceOutput:
 @torch.inference_mode()
 def prefill(model: LanguageModel, prompts: Sequence[Sequence[int]],
             states: Optional[Sequence[Optional[DecoderState]]] = None) -> Tuple[Tensor, LSTMState]:
-    """Run each prompt (after its state's pending tokens) through the LSTM in one call.
+    """Run every prompt (after its state's pending tokens) through the LSTM: one packed call for all
+    prompts that start from zero, each distinct prompt once however many rows share it.
 
     Returns the next-token logits (B, V) and the batched state (L, B, H) x 2.
     """
     device = next(model.parameters()).device
-    logits, hs, cs = [], [], []
+    B = len(prompts)
+    logits: List[Optional[Tensor]] = [None] * B
+    hs: List[Optional[Tensor]] = [None] * B
+    cs: List[Optional[Tensor]] = [None] * B
+    fresh: dict = {}  # prompt ids -> rows that start from a zero state
     for b, ids in enumerate(prompts):
         st = states[b] if states else None
         ids = list(st.pending if st else []) + list(ids)
         if not ids:
             raise ValueError("a prompt must have at least one token (or a state with a pending token)")
-        hx = (st.h.to(device), st.c.to(device)) if st else None
-        out, (h, c) = model(torch.tensor([ids], device=device), hx)
-        logits.append(out[:, -1].float())
-        hs.append(h)
-        cs.append(c)
-    return torch.cat(logits), (torch.cat(hs, 1), torch.cat(cs, 1))
+        if st is None:
+            fresh.setdefault(tuple(ids), []).append(b)
+            continue
+        out, (h, c) = model(torch.tensor([ids], device=device), (st.h.to(device), st.c.to(device)))
+        logits[b], hs[b], cs[b] = out[0, -1].float(), h[:, 0], c[:, 0]
+    if fresh:
+        uniq = list(fresh)
+        lengths = torch.tensor([len(u) for u in uniq])
+        padded = torch.zeros(len(uniq), int(lengths.max()), dtype=torch.long)
+        for i, u in enumerate(uniq):
+            padded[i, :len(u)] = torch.tensor(u)
+        if len(uniq) == 1:
+            out, (h, c) = model(padded.to(device))
+        else:
+            out, (h, c) = model(padded.to(device), lengths=lengths)
+        last = out[torch.arange(len(uniq)), lengths.to(device) - 1].float()
+        for i, u in enumerate(uniq):
+            for b in fresh[u]:
+                logits[b], hs[b], cs[b] = last[i], h[:, i], c[:, i]
+    return torch.stack(logits), (torch.stack(hs, 1), torch.stack(cs, 1))
 
 
 class SamplingDecoder:

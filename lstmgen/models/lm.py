@@ -11,6 +11,7 @@ from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..errors import UserInputError, check_range
 from ..nn import LSTM
@@ -91,10 +92,20 @@ class LanguageModel(nn.Module):
         z = torch.zeros(c.num_layers, batch_size, c.hidden_size, device=device)
         return z, z.clone()
 
-    def forward(self, ids: Tensor, state: Optional[State] = None) -> Tuple[Tensor, State]:
-        """Logits (B, T, V) for ids (B, T), and the LSTM state after the last step."""
+    def forward(self, ids: Tensor, state: Optional[State] = None,
+                lengths: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+        """Logits (B, T, V) for ids (B, T), and the LSTM state after the last step.
+
+        With `lengths` (B,), row b holds lengths[b] real tokens followed by padding: the rows run as one
+        packed batch and each row's state is taken after its own last token.
+        """
         x = self.drop(self.embedding(ids))
-        y, state = self.lstm(x, state)
+        if lengths is None:
+            y, state = self.lstm(x, state)
+        else:
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            y, state = self.lstm(packed, state)
+            y, _ = pad_packed_sequence(y, batch_first=True, total_length=ids.shape[1])
         y = self.drop(y)
         if self.proj is not None:
             y = self.proj(y)
