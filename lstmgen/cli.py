@@ -179,7 +179,9 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
     print(f"valid: loss {m['loss']:.4f} (ppl {m['perplexity']:.2f}, {m['bpc']:.3f} bpc), "
           f"256-window zero-state loss {m['window256_loss']:.4f}")
     if result["interrupted"]:
-        print("interrupted: continue with the same command plus --resume", file=sys.stderr)
+        print("lstmgen: interrupted; checkpoint saved — continue with the same command plus --resume",
+              file=sys.stderr)
+        return 130
     return 0
 
 

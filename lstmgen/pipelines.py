@@ -74,6 +74,8 @@ def state_dict_for_saving(model: torch.nn.Module, dtype: Optional[torch.dtype] =
         if tied and k == "decoder.weight":
             continue
         v = v.detach().cpu()
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise ValueError(f"refusing to save {k}: it holds NaN or inf values")
         out[k] = (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
     return out
 
@@ -241,6 +243,7 @@ class TextGenerator:
             backend: override the LSTM backend ("fused", "reference").
         """
         d = resolve_model_dir(name_or_dir)
+        refuse_pickles(d)
         for name in REQUIRED:
             if not (d / name).is_file():
                 raise ModelFolderError(f"model folder {d}: missing {name}; copy the whole folder written by "
@@ -267,6 +270,18 @@ class TextGenerator:
                 raise ModelFolderError(f"{d / 'generation_config.json'}: {e}; fix or delete the file") from None
         info = {k: v for k, v in config.items() if k not in ("model_type", "lstmgen_version", "model", "tokenizer")}
         return cls(model.to(device or "cpu").eval(), tokenizer, gen, info)
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def refuse_pickles(d: Path) -> None:
+    """Refuse a folder holding pickle files: unpickling runs code, and lstmgen never does it."""
+    found = sorted(p.name for p in d.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if found:
+        raise ModelFolderError(f"refusing to load {d}: {found[0]} is a pickle file, and loading pickles can run "
+                               "code; lstmgen reads only JSON and safetensors — remove it, or convert those "
+                               "weights to safetensors")
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:

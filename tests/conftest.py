@@ -5,8 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+# CI runs the same examples every time (reproducible); a developer's runs explore new ones.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 WORDS = ("the king and queen of the realm did speak to all their lords upon the hill where snow "
          "fell soft and white as any dove that flies before the storm of night").split()

@@ -155,3 +155,10 @@ def test_repetition_controls_improve_quality_numbers(gen):
     plain = [greedy(gen, "KING:", 300).completion]
     fixed = [greedy(gen, "KING:", 300, no_repeat_ngram_size=6, repetition_penalty=1.3).completion]
     assert sample_quality(fixed)["repeat_4gram_rate"] < sample_quality(plain)["repeat_4gram_rate"]
+
+
+def test_a_row_with_every_token_banned_ends(gen):
+    out = gen.generate("", max_new_tokens=500, no_repeat_ngram_size=1, seed=0)
+    ids = out.token_ids
+    assert len(ids) == len(set(ids)) < gen.tokenizer.vocab_size and out.finish_reason == "length"
+    assert greedy(gen, "", 500, no_repeat_ngram_size=1).finish_reason == "length"

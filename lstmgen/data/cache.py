@@ -63,7 +63,7 @@ def _write(corpus: Corpus, split: str, tokenizer: Tokenizer, dtype, path: Path, 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh, bar:
         for chunk in corpus.chunks(split):
             bar.update(len(chunk))
-            ids = np.asarray(tokenizer.encode(chunk), dtype=dtype)
+            ids = tokenizer.encode_array(chunk).astype(dtype)
             ids.tofile(fh)
             num_tokens += len(ids)
             num_chars += len(chunk)

@@ -126,6 +126,12 @@ class SamplingDecoder:
         logits = self.logits.clone() if self.processors else self.logits  # processors may write in place
         for proc in self.processors:
             logits = proc(logits, self.history)
+        blocked: List[bool] = []
+        if self.processors:  # bans can leave a row no token at all: that row ends here
+            dead = torch.isneginf(logits).all(-1)
+            if bool(dead.any()):
+                blocked = dead.tolist()
+                logits = logits.masked_fill(dead[:, None], 0.0)
         if self.cfg.greedy:
             new = logits.argmax(-1)
         else:
@@ -136,6 +142,8 @@ class SamplingDecoder:
         logp = self.logits.log_softmax(-1).gather(-1, new[:, None]).squeeze(-1) if self.cfg.logprobs else None
         chosen: List[Optional[int]] = []
         for b, tok in enumerate(new.tolist()):
+            if blocked and blocked[b] and self.active[b]:
+                self.finish(b, "length", fed=True)
             if not self.active[b]:
                 chosen.append(None)
                 continue
@@ -154,15 +162,16 @@ class SamplingDecoder:
                     self.finish(b, "length")
         return chosen
 
-    def finish(self, b: int, reason: str) -> None:
-        """Mark row b done; its state (before its last token) is kept for continuing."""
+    def finish(self, b: int, reason: str, fed: bool = False) -> None:
+        """Mark row b done and keep its state for continuing: the LSTM state and, unless it was already
+        `fed` to the LSTM, the last token (chosen after that state)."""
         if not self.active[b]:
             return
         self.active[b] = False
         o = self.outputs[b]
         o.finish_reason = reason
         h, c = self.state
-        o.state = DecoderState(h[:, b:b + 1].clone(), c[:, b:b + 1].clone(), o.token_ids[-1:])
+        o.state = DecoderState(h[:, b:b + 1].clone(), c[:, b:b + 1].clone(), [] if fed else o.token_ids[-1:])
 
     @property
     def done(self) -> bool:

@@ -35,6 +35,8 @@ class TrainConfig(JSONConfig):
         seed: seeds torch's generators.
         device: "auto" (cuda > mps > cpu), or a torch device string.
         amp: bf16 autocast on CUDA.
+        max_bad_steps: after this many steps in a row with a NaN/inf loss or gradient (each one skipped),
+            roll back to the last checkpoint and halve the learning rate.
     """
 
     batch_size: int = 32
@@ -57,9 +59,10 @@ class TrainConfig(JSONConfig):
     seed: int = 1337
     device: str = "auto"
     amp: bool = True
+    max_bad_steps: int = 5
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "bptt", "eval_every", "eval_batch_size", "log_every"):
+        for name in ("batch_size", "bptt", "eval_every", "eval_batch_size", "log_every", "max_bad_steps"):
             check_range(name, getattr(self, name), 1)
         check_range("lr", self.lr, 0.0, low_open=True)
         check_range("weight_decay", self.weight_decay, 0.0)

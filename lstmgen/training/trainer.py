@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -83,6 +84,7 @@ class Trainer:
         self.best: Optional[Dict] = None
         self.best_state: Optional[Dict[str, torch.Tensor]] = None
         self.bad_evals = 0
+        self.bad_steps, self.lr_scale = 0, 1.0
         self.state = model.init_state(config.batch_size, self.device)
         self.tokens_per_char = len(train) / max(train.num_chars, 1)
 
@@ -125,7 +127,7 @@ class Trainer:
         try:
             while self.progress() < 1.0:
                 self.model.train()
-                lr = lr_at(c, self.step, self.progress())
+                lr = lr_at(c, self.step, self.progress()) * self.lr_scale
                 for g in self.opt.param_groups:
                     g["lr"] = lr
                 x, y = (t.to(self.device, non_blocking=True) for t in self.batcher.window(self.window))
@@ -135,10 +137,18 @@ class Trainer:
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip if c.clip else float("inf"))
-                self.opt.step()
-                self.state = detach_state(state)  # truncated BPTT: keep the values, cut the graph
-                run_loss += loss.detach()
-                run_n += 1
+                if bool(torch.isfinite(norm)):  # a NaN/inf loss makes the gradient norm non-finite too
+                    self.opt.step()
+                    self.state = detach_state(state)  # truncated BPTT: keep the values, cut the graph
+                    run_loss += loss.detach()
+                    run_n += 1
+                    self.bad_steps = 0
+                else:
+                    self._bad_step(float(loss.detach()))
+                    if self.bad_steps >= c.max_bad_steps:
+                        self._roll_back()
+                        bar.n = self.step
+                        continue
                 run_tokens += y.numel()
                 self.step += 1
                 self.window += 1
@@ -151,7 +161,7 @@ class Trainer:
                 if self.step % c.log_every == 0 or due:
                     now = time.perf_counter()
                     record = {"step": self.step, "epoch": round(self.epoch + self.window / len(self.batcher), 4),
-                              "loss": run_loss.item() / run_n, "lr": lr, "grad_norm": float(norm),
+                              "loss": run_loss.item() / max(run_n, 1), "lr": lr, "grad_norm": float(norm),
                               "tokens_per_s": round(run_tokens / max(now - t_last, 1e-9), 1),
                               "elapsed_s": round(self.elapsed, 2)}
                     run_loss.zero_()
@@ -192,6 +202,23 @@ class Trainer:
             return c.max_steps or int(len(self.batcher) * (c.max_epochs or 1))
         return max(self.step, int(round(self.step / p)))
 
+    # -- numerics ----------------------------------------------------------------------------------
+    def _bad_step(self, loss: float) -> None:
+        """Skip a step whose loss or gradient is not finite; the carried state restarts from zero."""
+        self.opt.zero_grad(set_to_none=True)
+        self.bad_steps += 1
+        self.state = self.model.init_state(self.cfg.batch_size, self.device)
+        tqdm.write(f"lstmgen: step {self.step + 1}: non-finite loss or gradient (loss {loss}); step skipped "
+                   f"({self.bad_steps} in a row)", file=sys.stderr)
+
+    def _roll_back(self) -> None:
+        """Too many bad steps in a row: back to the last checkpoint, with half the learning rate."""
+        scale = self.lr_scale * 0.5
+        where = "the last checkpoint" if self.resume() else "the current weights (no checkpoint yet)"
+        self.lr_scale, self.bad_steps = scale, 0
+        tqdm.write(f"lstmgen: {self.cfg.max_bad_steps} bad steps in a row: rolled back to {where} at step "
+                   f"{self.step}; learning rate scaled by {scale:g}", file=sys.stderr)
+
     def _evaluate(self) -> Dict:
         total, count = stateful_loss(self.model, self.valid.ids, self.cfg.eval_batch_size, device=self.device)
         m = summarize(total, count, len(self.valid) / max(self.valid.num_chars, 1))
@@ -214,7 +241,14 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        """Everything needed to continue exactly from here, in one atomically written file."""
+        """Everything needed to continue exactly from here, in one atomically written file.
+
+        Weights with a NaN or inf are never saved: the previous checkpoint stays.
+        """
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            tqdm.write("lstmgen: weights are not finite; checkpoint not written (the previous one stays)",
+                       file=sys.stderr)
+            return
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()
                    if k != "decoder.weight" or not self.model.config.tie_weights}
         if self.best_state is not None:
@@ -228,7 +262,7 @@ class Trainer:
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         meta = {"trainer": json.dumps({"step": self.step, "window": self.window, "epoch": self.epoch,
                                        "elapsed": self.elapsed, "best": self.best, "bad_evals": self.bad_evals,
-                                       "config": self.cfg.to_dict()}),
+                                       "lr_scale": self.lr_scale, "config": self.cfg.to_dict()}),
                 "optimizer": opt_meta}
         atomic_save_tensors(self.out / CHECKPOINT, tensors, meta)
 
@@ -256,6 +290,7 @@ class Trainer:
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.step, self.window, self.epoch = info["step"], info["window"], info["epoch"]
         self.elapsed, self.best, self.bad_evals = info["elapsed"], info["best"], info["bad_evals"]
+        self.lr_scale = info.get("lr_scale", 1.0)
         self._truncate_log()
         return True
 
@@ -263,6 +298,11 @@ class Trainer:
         """Drop log lines written after the checkpoint, so a resumed log has each step once."""
         path = self.out / LOG
         if path.exists():
-            keep: List[str] = [ln for ln in path.read_text().splitlines()
-                               if ln.strip() and json.loads(ln)["step"] <= self.step]
+            keep: List[str] = []
+            for line in path.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= self.step:
+                        keep.append(line)
+                except (ValueError, KeyError, TypeError):  # a line cut short by a crash mid-write
+                    continue
             path.write_text("".join(ln + "\n" for ln in keep))
