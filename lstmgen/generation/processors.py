@@ -189,5 +189,6 @@ def _keep_sorted_mass(logits: Tensor, key: Tensor, mass: float) -> Tensor:
     order = torch.argsort(key, dim=-1, descending=True)
     probs = logits.softmax(-1).gather(-1, order)
     drop_sorted = probs.cumsum(-1) - probs >= mass  # the tokens before it already reach the mass
+    drop_sorted[..., 0] = False  # the first always stays (a mass that underflows float32 must not drop it)
     drop = drop_sorted.scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, NEG_INF)
