@@ -153,7 +153,7 @@ class TextGenerator:
             for b, tok in enumerate(dec.step()):
                 if tok is None:
                     continue
-                check = len(dec.outputs[b].token_ids) > cfg.min_new_tokens or not cfg.min_new_tokens
+                check = len(dec.outputs[b].token_ids) > cfg.min_new_tokens  # stop strings count from here
                 piece = texts[b].push(tok, final=not dec.active[b], check_stop=check)
                 if texts[b].stopped:
                     dec.finish(b, "stop")
