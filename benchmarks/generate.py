@@ -66,7 +66,8 @@ def ours(model: LanguageModel, batch: int, steps: int, repeats: int, device) -> 
     cfg = GenerationConfig(max_new_tokens=steps, temperature=1.0, seed=0)
 
     def run() -> None:
-        dec = SamplingDecoder(model, [[1, 2, 3]] * batch, cfg, [])
+        dec = SamplingDecoder(model)
+        dec.add([[1, 2, 3]] * batch, cfg)
         while not dec.done:
             dec.step()
 

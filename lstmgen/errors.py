@@ -30,6 +30,8 @@ def check_range(name: str, value, low=None, high=None, *, low_open: bool = False
     """Raise UserInputError when `value` is outside [low, high] (or (low, high] with low_open)."""
     if value is None:
         return
+    if not isinstance(value, (int, float)):
+        raise UserInputError(f"{name} must be a number, got {value!r}")
     if isinstance(value, float) and value != value:
         raise UserInputError(f"{name} must be a number, got NaN")
     bad = (low is not None and (value <= low if low_open else value < low)) or (

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from safetensors import SafetensorError
@@ -23,8 +23,8 @@ from .generation import (
     GenerationConfig,
     SamplingDecoder,
     TextAssembler,
+    TextJob,
     beam_search,
-    build_processors,
 )
 from .models import LanguageModel, LMConfig
 from .tokenizers import Tokenizer
@@ -90,6 +90,8 @@ class TextGenerator:
         info: the rest of config.json (data, training, metrics), kept for the model card.
     """
 
+    task = "text-generation"
+
     def __init__(self, model: LanguageModel, tokenizer: Tokenizer,
                  generation_config: Optional[GenerationConfig] = None, info: Optional[dict] = None) -> None:
         self.model, self.tokenizer = model, tokenizer
@@ -107,11 +109,29 @@ class TextGenerator:
         return [nl]
 
     def _setup(self, options: dict):
+        """The options with the model's defaults, and the token sequences they ban (bad words, <unk>)."""
         cfg = self.generation_config.updated(**options)
-        bad = [ids for w in cfg.bad_words for ids in self._word_variants(w)]
-        banned = [self.tokenizer.unk_id] if self.tokenizer.unk_id is not None else []
-        procs = build_processors(cfg, self.tokenizer.vocab_size, bad, cfg.eos_token_id, banned)
-        return cfg, procs
+        bans = [ids for w in cfg.bad_words for ids in self._word_variants(w)]
+        if self.tokenizer.unk_id is not None:
+            bans.append([self.tokenizer.unk_id])
+        return cfg, bans
+
+    def new_job(self, decoder: SamplingDecoder, prompts: List[str], options: dict,
+                states: Optional[List[Optional[DecoderState]]] = None) -> TextJob:
+        """Start `prompts` (one row each) on `decoder`, sampling or greedy; the server's entry point.
+
+        Args:
+            decoder: a SamplingDecoder over this model.
+            prompts: the texts to continue.
+            options: GenerationConfig fields (num_beams must be 1).
+            states: per-row states to continue from.
+        """
+        cfg, bans = self._setup(options)
+        if cfg.num_beams > 1:
+            raise UserInputError("beam search runs on its own, not in a shared batch; use generate()")
+        states = states or [None] * len(prompts)
+        ids = [self._prompt_ids(p, s) for p, s in zip(prompts, states)]
+        return TextJob(decoder, self.tokenizer, prompts, ids, cfg, bans, states)
 
     def _word_variants(self, word: str) -> List[List[int]]:
         """A banned string as token sequences: as written and, for BPE, with a leading space."""
@@ -132,38 +152,13 @@ class TextGenerator:
             state: a `result.state` to continue from.
             **options: GenerationConfig fields.
         """
-        cfg, procs = self._setup(options)
+        cfg, _ = self._setup(options)
         if cfg.num_beams > 1 or cfg.num_return_sequences > 1:
             raise UserInputError("stream() makes one sequence by sampling or greedy search; use generate() "
                                  "for num_beams > 1 or num_return_sequences > 1")
-        out = self._decode([prompt], cfg, procs, [state])
-        for piece in out:
-            if isinstance(piece, str):
-                yield piece
-
-    def _decode(self, prompts: List[str], cfg: GenerationConfig, procs, states):
-        """Run the sampling decoder over all rows; yield row 0's text pieces, then the results."""
-        ids = [self._prompt_ids(p, s) for p, s in zip(prompts, states)]
-        dec = SamplingDecoder(self.model, ids, cfg, procs, cfg.eos_token_id, states)
-        texts = [TextAssembler(self.tokenizer, (i[-1] if i else (s.pending[-1] if s else None)), cfg.stop)
-                 for i, s in zip(ids, states)]
-        if cfg.max_new_tokens == 0:
-            dec.active = [False] * len(ids)
-        while not dec.done:
-            for b, tok in enumerate(dec.step()):
-                if tok is None:
-                    continue
-                check = len(dec.outputs[b].token_ids) > cfg.min_new_tokens  # stop strings count from here
-                piece = texts[b].push(tok, final=not dec.active[b], check_stop=check)
-                if texts[b].stopped:
-                    dec.finish(b, "stop")
-                if b == 0 and piece:
-                    yield piece
-        rest = texts[0].flush()
-        if rest:
-            yield rest
-        yield [GeneratedText(p, t.text(), o.token_ids, o.finish_reason, o.logprobs, o.state)
-               for p, t, o in zip(prompts, texts, dec.outputs)]
+        job = self.new_job(SamplingDecoder(self.model), [prompt], options, [state])
+        for _, piece in job.run():
+            yield piece
 
     def generate(self, prompt: Union[str, List[str]] = "", *, state: Optional[DecoderState] = None,
                  **options) -> Union[GeneratedText, List[GeneratedText]]:
@@ -181,21 +176,24 @@ class TextGenerator:
                 bad_words, logit_bias, num_beams, length_penalty, early_stopping, num_return_sequences,
                 stop, max_time, seed, logprobs, min_new_tokens, eos_token_id).
         """
-        cfg, procs = self._setup(options)
+        cfg, bans = self._setup(options)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         n = cfg.num_return_sequences
         if cfg.num_beams > 1:
-            results = [r for p in prompts for r in self._beam(p, cfg, procs, state)]
+            results = [r for p in prompts for r in self._beam(p, cfg, bans, state)]
         else:
             rows = [p for p in prompts for _ in range(n)]
-            *_, results = self._decode(rows, cfg, procs, [state] * len(rows))
+            job = self.new_job(SamplingDecoder(self.model), rows, options, [state] * len(rows))
+            for _ in job.run():
+                pass
+            results = job.results()
         return results[0] if isinstance(prompt, str) and n == 1 else results
 
-    def _beam(self, prompt: str, cfg: GenerationConfig, procs, state) -> List[GeneratedText]:
+    def _beam(self, prompt: str, cfg: GenerationConfig, bans, state) -> List[GeneratedText]:
         ids = self._prompt_ids(prompt, state)
         anchor = ids[-1] if ids else state.pending[-1]
         out = []
-        for o in beam_search(self.model, ids, cfg, procs, cfg.eos_token_id, state):
+        for o in beam_search(self.model, ids, cfg, bans, state):
             asm = TextAssembler(self.tokenizer, anchor, cfg.stop)
             for i, tok in enumerate(o.token_ids):
                 asm.push(tok, check_stop=i + 1 > cfg.min_new_tokens)
@@ -204,6 +202,18 @@ class TextGenerator:
                     break
             out.append(GeneratedText(prompt, asm.text(), o.token_ids, o.finish_reason, o.logprobs, None, o.score))
         return out
+
+    @torch.inference_mode()
+    def score(self, text: str) -> Tuple[List[int], List[Optional[float]]]:
+        """The token ids of `text` and the log-probability of each given the ones before it (None for
+        the first, which has no context): what OpenAI's echo with logprobs returns for a prompt."""
+        ids = self.tokenizer.encode(text)
+        if len(ids) < 2:
+            return ids, [None] * len(ids)
+        device = next(self.model.parameters()).device
+        logits, _ = self.model(torch.tensor([ids], device=device))
+        lp = logits[0, :-1].float().log_softmax(-1).gather(-1, torch.tensor(ids[1:], device=device)[:, None])
+        return ids, [None] + lp.squeeze(-1).tolist()
 
     # -- files ---------------------------------------------------------------------------------------
     def config_dict(self) -> dict:

@@ -4,7 +4,7 @@ import torch
 
 import lstmgen
 from lstmgen.errors import UserInputError
-from lstmgen.generation import TextAssembler, beam_search, build_processors
+from lstmgen.generation import TextAssembler, beam_search
 from lstmgen.tokenizers import Tokenizer
 
 
@@ -128,15 +128,13 @@ def test_text_assembler_holds_back_a_possible_stop_string():
 
 
 def test_processors_compose_in_order():
-    from lstmgen.generation import GenerationConfig, History
+    from lstmgen.generation import GenerationConfig, History, apply_processors
 
     cfg = GenerationConfig(repetition_penalty=2.0, presence_penalty=1.0, logit_bias={0: 5.0})
-    procs = build_processors(cfg, 4, [], None)
-    h = History([[1]], 4)
+    h = History(4)
+    h.add([[1]], cfg)
     h.append(torch.tensor([2]))
-    out = torch.tensor([[1.0, 2.0, -2.0, 3.0]])
-    for p in procs:
-        out = p(out, h)
+    out = apply_processors(torch.tensor([[1.0, 2.0, -2.0, 3.0]]), h)
     assert torch.allclose(out, torch.tensor([[6.0, 1.0, -5.0, 3.0]]))
 
 

@@ -1,8 +1,9 @@
 """Decoding: options, logits processors, the engine (sampling, greedy, beam search) and text assembly."""
 from .config import GenerationConfig
-from .engine import DecoderState, SamplingDecoder, SequenceOutput, beam_search, prefill
-from .processors import History, build_processors, warp
+from .engine import DecoderState, Row, SamplingDecoder, SequenceOutput, beam_search, prefill
+from .jobs import TextJob
+from .processors import History, apply_processors, warp
 from .text import GeneratedText, TextAssembler
 
-__all__ = ["GenerationConfig", "DecoderState", "SamplingDecoder", "SequenceOutput", "beam_search", "prefill",
-           "History", "build_processors", "warp", "GeneratedText", "TextAssembler"]
+__all__ = ["GenerationConfig", "DecoderState", "Row", "SamplingDecoder", "SequenceOutput", "beam_search",
+           "prefill", "TextJob", "History", "apply_processors", "warp", "GeneratedText", "TextAssembler"]

@@ -35,6 +35,8 @@ class GenerationConfig(JSONConfig):
         max_time: seconds after which generation stops (finish_reason "length").
         seed: seeds the sampler: the same model, prompt, options and seed give the same text.
         logprobs: also return the log-probability of every chosen token.
+        top_logprobs: with logprobs, also the this many most likely tokens at each step, with their
+            log-probabilities (0 to 20).
         eos_token_id: the token that ends a sequence (None: none; a character or word model's line break
             is text, not an end).
     """
@@ -60,6 +62,7 @@ class GenerationConfig(JSONConfig):
     max_time: Optional[float] = None
     seed: Optional[int] = None
     logprobs: bool = False
+    top_logprobs: int = 0
     eos_token_id: Optional[int] = None
 
     def __post_init__(self) -> None:
@@ -85,6 +88,7 @@ class GenerationConfig(JSONConfig):
         check_range("num_beams", self.num_beams, 1)
         check_range("num_return_sequences", self.num_return_sequences, 1)
         check_range("max_time", self.max_time, 0.0, low_open=True)
+        check_range("top_logprobs", self.top_logprobs, 0, 20)
         if self.num_beams > 1 and self.num_return_sequences > self.num_beams:
             raise UserInputError(f"num_return_sequences ({self.num_return_sequences}) must be <= num_beams "
                                  f"({self.num_beams}) in beam search")

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from ..models import LanguageModel
 from .config import GenerationConfig
-from .processors import History, Processor, needs_counts, warp
+from .processors import History, apply_processors, sample, warp
 
 LSTMState = Tuple[Tensor, Tensor]
 
@@ -42,6 +42,7 @@ class SequenceOutput:
     logprobs: Optional[List[float]] = None
     state: Optional[DecoderState] = None
     score: Optional[float] = None
+    top_logprobs: Optional[List[Dict[int, float]]] = None
 
 
 @torch.inference_mode()
@@ -85,103 +86,204 @@ def prefill(model: LanguageModel, prompts: Sequence[Sequence[int]],
     return torch.stack(logits), (torch.stack(hs, 1), torch.stack(cs, 1))
 
 
+@dataclass(eq=False)
+class Row:
+    """One sequence being decoded. `owner` is whoever added it (a TextJob); `slot` its index there."""
+
+    out: SequenceOutput
+    cfg: GenerationConfig
+    gen: torch.Generator
+    owner: object = None
+    slot: int = 0
+    deadline: Optional[float] = None
+    active: bool = True
+
+
 class SamplingDecoder:
-    """Sampling or greedy decoding of several rows at once.
+    """Sampling or greedy decoding of a batch whose rows join and leave between steps.
+
+    Every step feeds each row's previous token through one batched LSTM step and chooses each row's next
+    token under that row's own options (per-row tensors, see processors.History). Rows added between
+    steps are prefilled and join the next step; finished rows leave it. This is what the server's
+    continuous batching runs, and what `generate()` runs with one request.
 
     Args:
         model: the language model.
-        prompts: prompt ids per row (rows may repeat a prompt for num_return_sequences).
-        cfg: decoding options (temperature 0 = greedy).
-        processors: penalties and bans (processors.build_processors).
-        eos_id: the end-of-sequence token (None: none).
-        states: per-row DecoderState to continue from.
     """
 
-    def __init__(self, model: LanguageModel, prompts: Sequence[Sequence[int]], cfg: GenerationConfig,
-                 processors: Sequence[Processor], eos_id: Optional[int] = None,
-                 states: Optional[Sequence[Optional[DecoderState]]] = None) -> None:
+    def __init__(self, model: LanguageModel) -> None:
         model.eval()
-        self.model, self.cfg, self.processors, self.eos_id = model, cfg, list(processors), eos_id
+        self.model = model
         self.device = next(model.parameters()).device
-        self.gen = torch.Generator(device=self.device)
-        if cfg.seed is not None:
-            self.gen.manual_seed(cfg.seed)
-        else:
-            self.gen.seed()  # fresh entropy for this generator only; the global RNG is left alone
-        self.logits, self.state = prefill(model, prompts, states)
-        B = len(prompts)
-        self.history = History(prompts, self.logits.shape[-1], cfg.no_repeat_ngram_size, self.device,
-                               counts=needs_counts(cfg))
-        self.outputs = [SequenceOutput([], "length", [] if cfg.logprobs else None) for _ in range(B)]
-        self.active = [True] * B
-        self.pending: Optional[Tensor] = None
-        self.deadline = time.monotonic() + cfg.max_time if cfg.max_time else None
+        self.rows: List[Row] = []
+        self.history: Optional[History] = None  # made at the first add, when the vocabulary size is known
+        self.logits: Optional[Tensor] = None  # (B, V) next-token logits of every row
+        self.state: Optional[LSTMState] = None
+        self.pending = torch.zeros(0, dtype=torch.long, device=self.device)  # chosen, not yet fed
+        self.has_pending: List[bool] = []
+        self._groups: Optional[list] = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
     @torch.inference_mode()
-    def step(self) -> List[Optional[int]]:
-        """Choose one token for every row; None for rows already finished."""
-        if self.pending is not None:  # feed the previous tokens now that a next one is wanted
+    def add(self, prompts: Sequence[Sequence[int]], cfg: GenerationConfig, bans: Sequence[Sequence[int]] = (),
+            states: Optional[Sequence[Optional[DecoderState]]] = None, generator: Optional[torch.Generator] = None,
+            owner: object = None) -> List[Row]:
+        """Prefill new rows; they take part from the next step on.
+
+        Args:
+            prompts: prompt ids per row.
+            cfg: the rows' options (cfg.eos_token_id ends a row).
+            bans: token sequences the rows must never produce (bad words, <unk>).
+            states: per-row DecoderState to continue from.
+            generator: the rows' random source (default: seeded from cfg.seed, else fresh entropy);
+                rows sharing one draw from it in row order.
+            owner: stored on each Row.
+        """
+        if generator is None:
+            generator = torch.Generator()
+            generator.manual_seed(cfg.seed) if cfg.seed is not None else generator.seed()
+        logits, (h, c) = prefill(self.model, prompts, states)
+        if self.history is None:
+            self.history = History(logits.shape[-1], self.device)
+        if self.state is None:
+            self.logits, self.state = logits, (h, c)
+        else:
+            self.logits = torch.cat([self.logits, logits])
+            self.state = (torch.cat([self.state[0], h], 1), torch.cat([self.state[1], c], 1))
+        self.pending = torch.cat([self.pending, torch.zeros(len(prompts), dtype=torch.long, device=self.device)])
+        self.has_pending += [False] * len(prompts)
+        self.history.add(prompts, cfg, bans, cfg.eos_token_id)
+        deadline = time.monotonic() + cfg.max_time if cfg.max_time else None
+        new = [Row(SequenceOutput([], "length", [] if cfg.logprobs else None), cfg, generator, owner, i, deadline)
+               for i in range(len(prompts))]
+        self.rows += new
+        self._groups = None
+        if cfg.max_new_tokens == 0:
+            for row in new:
+                self.finish(row, "length", fed=True)
+        return new
+
+    def finish(self, row: Row, reason: str, fed: bool = False) -> None:
+        """Mark `row` done and keep its state for continuing: the LSTM state and, unless it was already
+        `fed` to the LSTM, the last token (chosen after that state). It leaves the batch at the next step."""
+        if not row.active:
+            return
+        row.active = False
+        row.out.finish_reason = reason
+        b = self.rows.index(row)
+        h, c = self.state
+        row.out.state = DecoderState(h[:, b:b + 1].clone(), c[:, b:b + 1].clone(),
+                                     [] if fed else row.out.token_ids[-1:])
+
+    def cancel(self, row: Row) -> None:
+        """Drop `row` without keeping anything (its client went away)."""
+        row.active = False
+
+    def _compact(self) -> None:
+        """Remove finished rows from the batch tensors."""
+        keep = [i for i, r in enumerate(self.rows) if r.active]
+        if len(keep) == len(self.rows):
+            return
+        idx = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self.rows = [self.rows[i] for i in keep]
+        self.has_pending = [self.has_pending[i] for i in keep]
+        self.logits, self.pending = self.logits[idx], self.pending[idx]
+        self.state = (self.state[0][:, idx], self.state[1][:, idx])
+        self.history.keep(keep)
+        self._groups = None
+
+    def _feed(self) -> None:
+        """Run the chosen tokens through the LSTM (rows that joined since the last step have logits)."""
+        if all(self.has_pending):
             out, self.state = self.model.step(self.pending, self.state)
             self.logits = out.float()
-        logits = self.logits.clone() if self.processors else self.logits  # processors may write in place
-        for proc in self.processors:
-            logits = proc(logits, self.history)
+        elif any(self.has_pending):
+            idx = torch.tensor([i for i, p in enumerate(self.has_pending) if p], device=self.device)
+            h, c = self.state
+            out, (h2, c2) = self.model.step(self.pending[idx], (h[:, idx], c[:, idx]))
+            h, c = h.clone(), c.clone()
+            h[:, idx], c[:, idx] = h2, c2
+            self.state = (h, c)
+            self.logits = self.logits.index_copy(0, idx, out.float())
+
+    def _uniforms(self) -> Tensor:
+        """One uniform per row, each drawn from its row's generator (rows of one request in order)."""
+        if self._groups is None:
+            groups: dict = {}
+            for i, r in enumerate(self.rows):
+                if not r.cfg.greedy:
+                    groups.setdefault(id(r.gen), (r.gen, []))[1].append(i)
+            self._groups = [(g, torch.tensor(ix)) for g, ix in groups.values()]
+        u = torch.zeros(len(self.rows))
+        for g, ix in self._groups:
+            u[ix] = torch.rand(len(ix), generator=g)
+        return u.to(self.device)
+
+    @torch.inference_mode()
+    def step(self) -> List[Tuple[Row, Optional[int]]]:
+        """Choose one token for every active row: (row, token) pairs, with None for a row that ended
+        without one (every token banned)."""
+        self._compact()
+        if not self.rows:
+            return []
+        self._feed()
+        h, P = self.history, self.history.params
+        logits = apply_processors(self.logits.clone(), h) if h.has_processors else self.logits
         blocked: List[bool] = []
-        if self.processors:  # bans can leave a row no token at all: that row ends here
+        if h.has_processors:  # bans can leave a row no token at all: that row ends here
             dead = torch.isneginf(logits).all(-1)
             if bool(dead.any()):
                 blocked = dead.tolist()
                 logits = logits.masked_fill(dead[:, None], 0.0)
-        if self.cfg.greedy:
-            new = logits.argmax(-1)
+        if P.any_sample:
+            new = sample(warp(logits, h).softmax(-1), self._uniforms())
+            if P.any_greedy:
+                new = torch.where(P.greedy, logits.argmax(-1), new)
         else:
-            probs = warp(logits, self.cfg).softmax(-1)
-            new = torch.multinomial(probs, 1, generator=self.gen).squeeze(-1)
-        self.history.append(new)
+            new = logits.argmax(-1)
+        logp = top = None
+        if P.any_logprobs:
+            lsm = self.logits.log_softmax(-1)
+            logp = lsm.gather(-1, new[:, None]).squeeze(-1).tolist()
+            if P.top_logprobs:
+                top = lsm.topk(min(P.top_logprobs, lsm.shape[-1]), -1)
+                top = (top.values.tolist(), top.indices.tolist())
+        h.append(new)
         self.pending = new
-        logp = self.logits.log_softmax(-1).gather(-1, new[:, None]).squeeze(-1) if self.cfg.logprobs else None
-        chosen: List[Optional[int]] = []
-        for b, tok in enumerate(new.tolist()):
-            if blocked and blocked[b] and self.active[b]:
-                self.finish(b, "length", fed=True)
-            if not self.active[b]:
-                chosen.append(None)
+        self.has_pending = [True] * len(self.rows)
+        now = time.monotonic()
+        chosen: List[Tuple[Row, Optional[int]]] = []
+        for b, (row, tok) in enumerate(zip(self.rows, new.tolist())):
+            if not row.active:
                 continue
-            o = self.outputs[b]
+            if blocked and blocked[b]:
+                self.finish(row, "length", fed=True)
+                chosen.append((row, None))
+                continue
+            o = row.out
             o.token_ids.append(tok)
             if o.logprobs is not None:
-                o.logprobs.append(float(logp[b]))
-            chosen.append(tok)
-            if tok == self.eos_id and len(o.token_ids) > self.cfg.min_new_tokens:
-                self.finish(b, "eos")
-            elif len(o.token_ids) >= self.cfg.max_new_tokens:
-                self.finish(b, "length")
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            for b in range(len(self.active)):
-                if self.active[b]:
-                    self.finish(b, "length")
+                o.logprobs.append(logp[b])
+                if row.cfg.top_logprobs:
+                    k = row.cfg.top_logprobs
+                    o.top_logprobs = (o.top_logprobs or []) + [dict(zip(top[1][b][:k], top[0][b][:k]))]
+            chosen.append((row, tok))
+            if tok == row.cfg.eos_token_id and len(o.token_ids) > row.cfg.min_new_tokens:
+                self.finish(row, "eos")
+            elif len(o.token_ids) >= row.cfg.max_new_tokens or (row.deadline is not None and now > row.deadline):
+                self.finish(row, "length")
         return chosen
-
-    def finish(self, b: int, reason: str, fed: bool = False) -> None:
-        """Mark row b done and keep its state for continuing: the LSTM state and, unless it was already
-        `fed` to the LSTM, the last token (chosen after that state)."""
-        if not self.active[b]:
-            return
-        self.active[b] = False
-        o = self.outputs[b]
-        o.finish_reason = reason
-        h, c = self.state
-        o.state = DecoderState(h[:, b:b + 1].clone(), c[:, b:b + 1].clone(), [] if fed else o.token_ids[-1:])
 
     @property
     def done(self) -> bool:
-        return not any(self.active)
+        return not any(r.active for r in self.rows)
 
 
 @torch.inference_mode()
 def beam_search(model: LanguageModel, prompt: Sequence[int], cfg: GenerationConfig,
-                processors: Sequence[Processor], eos_id: Optional[int] = None,
-                state: Optional[DecoderState] = None) -> List[SequenceOutput]:
+                bans: Sequence[Sequence[int]] = (), state: Optional[DecoderState] = None) -> List[SequenceOutput]:
     """Beam search for one prompt; the best `num_return_sequences` hypotheses, best first.
 
     A hypothesis scores sum(logprob) / length ** length_penalty. With early_stopping, search ends once
@@ -192,8 +294,9 @@ def beam_search(model: LanguageModel, prompt: Sequence[int], cfg: GenerationConf
     logits, (h, c) = prefill(model, [prompt], [state] if state else None)
     state_k = (h.repeat(1, K, 1), c.repeat(1, K, 1))
     logits = logits.repeat(K, 1)
-    history = History([prompt] * K, logits.shape[-1], cfg.no_repeat_ngram_size, logits.device,
-                      counts=needs_counts(cfg))
+    eos_id = cfg.eos_token_id
+    history = History(logits.shape[-1], logits.device)
+    history.add([prompt] * K, cfg, bans, eos_id)
     beam_scores = torch.full((K,), float("-inf"), device=logits.device)
     beam_scores[0] = 0.0  # all beams start identical: expand only the first
     logps: List[List[float]] = [[] for _ in range(K)]
@@ -209,8 +312,7 @@ def beam_search(model: LanguageModel, prompt: Sequence[int], cfg: GenerationConf
             out, state_k = model.step(tokens, state_k)
             logits = out.float()
         scores = logits.log_softmax(-1)
-        for proc in processors:
-            scores = proc(scores, history)
+        scores = apply_processors(scores, history)
         V = scores.shape[-1]
         cand = (beam_scores[:, None] + scores).view(-1)
         top_scores, top_idx = cand.topk(min(2 * K, cand.numel()))
@@ -239,7 +341,7 @@ def beam_search(model: LanguageModel, prompt: Sequence[int], cfg: GenerationConf
         idx = torch.tensor(keep_beam, device=logits.device)
         tokens = torch.tensor(keep_tok, device=logits.device)
         logps = [logps[b] + [float(scores[b, tk])] for b, tk in zip(keep_beam, keep_tok)]
-        history.reorder(idx)
+        history.keep(keep_beam)
         history.append(tokens)
         state_k = (state_k[0][:, idx], state_k[1][:, idx])
         beam_scores = torch.tensor(keep_score, device=logits.device)

@@ -1,194 +1,265 @@
-"""Logits processors: small functions (B, V) -> (B, V), composed in Hugging Face's order.
+"""Logits processors and warpers over a batch of rows, each row with its own options.
 
-Penalties and bans see the text so far through a `History` (prompt and generated tokens of every row),
-kept incrementally so that no processor rescans the text at each step. Warpers (temperature, top-k,
-top-p, typical-p, min-p) reshape the distribution for sampling only; beam search uses the rest.
+Rows of one batch may come from different requests (the server steps them together), so every option
+lives in a per-row tensor and each processor is one batched tensor operation; a feature no row uses
+costs nothing. `History` holds each row's tokens (prompt and generated) and options; it is kept
+incrementally, so no processor rescans the text at each step. Processors (penalties, bias, bans) run
+in Hugging Face's order and serve sampling and beam search; warpers (temperature, top-k, top-p,
+typical-p, min-p) reshape the distribution for sampling only.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import Tensor
 
 from .config import GenerationConfig
 
-Processor = Callable[[Tensor, "History"], Tensor]
 NEG_INF = float("-inf")
 
 
+def needs_counts(cfg: GenerationConfig) -> bool:
+    """Whether a row with these options reads History.seen / History.counts (only the penalties do)."""
+    return cfg.repetition_penalty != 1.0 or bool(cfg.presence_penalty or cfg.frequency_penalty)
+
+
+@dataclass
+class RowParams:
+    """The rows' options as tensors, rebuilt whenever rows join or leave (see History.params)."""
+
+    greedy: Tensor  # (B,) bool
+    temperature: Tensor  # (B, 1); 1 for greedy rows (they take the argmax before any warping)
+    top_k: Tensor  # (B,) long; 0: off
+    top_p: Tensor  # (B, 1); inf: off
+    typical_p: Tensor  # (B, 1); inf: off
+    min_p: Tensor  # (B, 1); 0: off
+    repetition: Tensor  # (B, 1); 1: off
+    presence: Tensor  # (B, 1)
+    frequency: Tensor  # (B, 1)
+    bias: Optional[Tensor]  # (B, V) logit_bias, None when no row has one
+    banned: Optional[Tensor]  # (B, V) bool: single-token bans, None when no row has one
+    use_top_k: bool
+    use_top_p: bool
+    use_typical_p: bool
+    use_min_p: bool
+    any_greedy: bool
+    any_sample: bool
+    any_logprobs: bool
+    top_logprobs: int  # the most top-logprob entries any row asks for
+
+
 class History:
-    """The tokens of every row so far, with the aggregates the processors need.
+    """The rows being decoded: their tokens so far, their options, and what the penalties need.
 
     Args:
-        prompts: the prompt ids of each row.
         vocab_size: V.
-        ngram: no_repeat_ngram_size (0: no n-gram index is kept).
         device: where the (B, V) tensors live.
-        counts: keep the seen/count tensors (only the penalties need them; decoding skips them otherwise).
     """
 
-    def __init__(self, prompts: Sequence[Sequence[int]], vocab_size: int, ngram: int = 0, device="cpu",
-                 counts: bool = True) -> None:
-        B = len(prompts)
-        self.tokens: List[List[int]] = [list(p) for p in prompts]
-        self.prompt_lens = [len(p) for p in prompts]
-        self.track = counts
-        self.seen = torch.zeros(B, vocab_size if counts else 0, dtype=torch.bool, device=device)
-        self.counts = torch.zeros(B, vocab_size if counts else 0, device=device)
-        for b, p in enumerate(prompts):
-            if len(p) and counts:
-                self.seen[b, torch.as_tensor(list(p), device=device)] = True
-        self.n = ngram
-        self.ngrams: List[Dict[Tuple[int, ...], Set[int]]] = [{} for _ in range(B)]
-        if ngram:
-            for b in range(B):
-                for i in range(len(self.tokens[b]) - ngram + 1):
-                    self._index(b, i)
+    def __init__(self, vocab_size: int, device="cpu") -> None:
+        self.V, self.device = vocab_size, torch.device(device)
+        self.tokens: List[List[int]] = []
+        self.prompt_lens: List[int] = []
+        self.cfgs: List[GenerationConfig] = []
+        self.bans: List[List[List[int]]] = []  # token sequences each row must not produce
+        self.eos: List[Optional[int]] = []
+        self.ngrams: List[Dict[Tuple[int, ...], Set[int]]] = []
+        self.seen: Optional[Tensor] = None  # (B, V) token in the text; made when a row needs it
+        self.counts: Optional[Tensor] = None  # (B, V) times generated
+        self._params: Optional[RowParams] = None
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def add(self, prompts: Sequence[Sequence[int]], cfg: GenerationConfig,
+            bans: Sequence[Sequence[int]] = (), eos_id: Optional[int] = None) -> None:
+        """New rows, one per prompt, all with the options `cfg` and the banned sequences `bans`."""
+        start = len(self.tokens)
+        for p in prompts:
+            self.tokens.append(list(p))
+            self.prompt_lens.append(len(p))
+            self.cfgs.append(cfg)
+            self.bans.append([list(s) for s in bans if len(s)])
+            self.eos.append(eos_id)
+            self.ngrams.append({})
+            b = len(self.tokens) - 1
+            for i in range(len(p) - cfg.no_repeat_ngram_size + 1 if cfg.no_repeat_ngram_size else 0):
+                self._index(b, i)
+        if self.seen is not None:
+            seen, counts = self._count_rows(range(start, len(self.tokens)))
+            self.seen, self.counts = torch.cat([self.seen, seen]), torch.cat([self.counts, counts])
+        elif needs_counts(cfg):
+            self.seen, self.counts = self._count_rows(range(len(self.tokens)))
+        self._params = None
+
+    def _count_rows(self, rows) -> Tuple[Tensor, Tensor]:
+        rows = list(rows)
+        seen = torch.zeros(len(rows), self.V, dtype=torch.bool, device=self.device)
+        counts = torch.zeros(len(rows), self.V, device=self.device)
+        for i, b in enumerate(rows):
+            if self.tokens[b]:
+                seen[i, torch.as_tensor(self.tokens[b], device=self.device)] = True
+            gen = torch.as_tensor(self.tokens[b][self.prompt_lens[b]:], dtype=torch.long, device=self.device)
+            counts[i] = torch.bincount(gen, minlength=self.V).float()
+        return seen, counts
 
     def _index(self, b: int, i: int) -> None:
-        toks = self.tokens[b]
-        self.ngrams[b].setdefault(tuple(toks[i:i + self.n - 1]), set()).add(toks[i + self.n - 1])
+        n, toks = self.cfgs[b].no_repeat_ngram_size, self.tokens[b]
+        self.ngrams[b].setdefault(tuple(toks[i:i + n - 1]), set()).add(toks[i + n - 1])
 
-    @property
-    def generated(self) -> int:
-        """Tokens generated so far (the same for every row)."""
-        return len(self.tokens[0]) - self.prompt_lens[0] if self.tokens else 0
+    def generated(self, b: int) -> int:
+        """Tokens row b has generated so far."""
+        return len(self.tokens[b]) - self.prompt_lens[b]
 
     def append(self, new: Tensor) -> None:
         """Record one new token per row."""
-        if self.track:
-            rows = torch.arange(len(self.tokens), device=self.seen.device)
+        if self.seen is not None:
+            rows = torch.arange(len(self.tokens), device=self.device)
             self.seen[rows, new] = True
             self.counts[rows, new] += 1
         for b, t in enumerate(new.tolist()):
             self.tokens[b].append(t)
-            if self.n and len(self.tokens[b]) >= self.n:
-                self._index(b, len(self.tokens[b]) - self.n)
+            n = self.cfgs[b].no_repeat_ngram_size
+            if n and len(self.tokens[b]) >= n:
+                self._index(b, len(self.tokens[b]) - n)
 
-    def reorder(self, idx: Tensor) -> None:
-        """Rows take the history of rows `idx` (beam search)."""
-        order = idx.tolist()
-        self.tokens = [list(self.tokens[i]) for i in order]
-        self.prompt_lens = [self.prompt_lens[i] for i in order]
-        self.ngrams = [{k: set(v) for k, v in self.ngrams[i].items()} for i in order]
-        self.seen, self.counts = self.seen[idx], self.counts[idx]
+    def keep(self, idx: Sequence[int]) -> None:
+        """Keep rows `idx`, in that order (a row may repeat: beam search copies its beams)."""
+        idx = list(idx)
+        self.tokens = [list(self.tokens[i]) for i in idx]
+        self.ngrams = [{k: set(v) for k, v in self.ngrams[i].items()} for i in idx]
+        for name in ("prompt_lens", "cfgs", "bans", "eos"):
+            setattr(self, name, [getattr(self, name)[i] for i in idx])
+        if self.seen is not None:
+            t = torch.as_tensor(idx, dtype=torch.long, device=self.device)
+            self.seen, self.counts = self.seen[t], self.counts[t]
+        self._params = None
+
+    @property
+    def params(self) -> RowParams:
+        if self._params is None:
+            self._params = self._build_params()
+        return self._params
+
+    def _build_params(self) -> RowParams:
+        cfgs, dev, inf = self.cfgs, self.device, float("inf")
+
+        def col(values) -> Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=dev)[:, None]
+
+        greedy = [c.greedy for c in cfgs]
+        bias = banned = None
+        if any(c.logit_bias for c in cfgs):
+            bias = torch.zeros(len(cfgs), self.V, device=dev)
+            for b, c in enumerate(cfgs):
+                for i, v in c.logit_bias.items():
+                    if 0 <= i < self.V:
+                        bias[b, i] = v
+        if any(len(s) == 1 for row in self.bans for s in row):
+            banned = torch.zeros(len(cfgs), self.V, dtype=torch.bool, device=dev)
+            for b, row in enumerate(self.bans):
+                singles = [s[0] for s in row if len(s) == 1 and 0 <= s[0] < self.V]
+                if singles:
+                    banned[b, singles] = True
+        return RowParams(
+            greedy=torch.tensor(greedy, dtype=torch.bool, device=dev),
+            temperature=col([1.0 if c.greedy else c.temperature for c in cfgs]),
+            top_k=torch.tensor([c.top_k or 0 for c in cfgs], dtype=torch.long, device=dev),
+            top_p=col([c.top_p if c.top_p < 1.0 else inf for c in cfgs]),
+            typical_p=col([c.typical_p if c.typical_p < 1.0 else inf for c in cfgs]),
+            min_p=col([c.min_p for c in cfgs]),
+            repetition=col([c.repetition_penalty for c in cfgs]),
+            presence=col([c.presence_penalty for c in cfgs]),
+            frequency=col([c.frequency_penalty for c in cfgs]),
+            bias=bias, banned=banned,
+            use_top_k=any(c.top_k for c in cfgs), use_top_p=any(c.top_p < 1.0 for c in cfgs),
+            use_typical_p=any(c.typical_p < 1.0 for c in cfgs), use_min_p=any(c.min_p > 0 for c in cfgs),
+            any_greedy=any(greedy), any_sample=not all(greedy),
+            any_logprobs=any(c.logprobs for c in cfgs),
+            top_logprobs=max((c.top_logprobs for c in cfgs), default=0))
+
+    @property
+    def has_processors(self) -> bool:
+        """Whether any processor would change some row's logits."""
+        P = self.params
+        return (self.seen is not None or P.bias is not None or P.banned is not None
+                or any(self.bans) or any(c.no_repeat_ngram_size or c.min_new_tokens for c in self.cfgs))
 
 
 # -- processors ------------------------------------------------------------------------------------------
-def repetition_penalty(penalty: float) -> Processor:
-    """CTRL's penalty on every token already in the text (prompt included)."""
-    def apply(logits: Tensor, h: History) -> Tensor:
-        penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
-        return torch.where(h.seen, penalized, logits)
-    return apply
-
-
-def presence_frequency_penalty(presence: float, frequency: float) -> Processor:
-    """OpenAI's penalties over the generated tokens: logit -= presence * [count > 0] + frequency * count."""
-    def apply(logits: Tensor, h: History) -> Tensor:
-        return logits - presence * (h.counts > 0) - frequency * h.counts
-    return apply
-
-
-def logit_bias(bias: Dict[int, float], vocab_size: int) -> Processor:
-    vec = torch.zeros(vocab_size)
-    for i, v in bias.items():
-        if 0 <= i < vocab_size:
-            vec[i] = v
-
-    def apply(logits: Tensor, h: History) -> Tensor:
-        return logits + vec.to(logits.device)
-    return apply
-
-
-def no_repeat_ngram(n: int) -> Processor:
-    """Ban every token that would complete an n-gram already in the row's text."""
-    def apply(logits: Tensor, h: History) -> Tensor:
-        for b, toks in enumerate(h.tokens):
-            if len(toks) >= n - 1:
-                banned = h.ngrams[b].get(tuple(toks[len(toks) - n + 1:]) if n > 1 else (), ())
-                if banned:
-                    logits[b, list(banned)] = NEG_INF
-        return logits
-    return apply
-
-
-def bad_words(sequences: List[List[int]]) -> Processor:
-    """Ban the last token of each sequence wherever the row ends with the rest of it."""
-    singles = sorted({s[0] for s in sequences if len(s) == 1})
-
-    def apply(logits: Tensor, h: History) -> Tensor:
-        if singles:
-            logits[:, singles] = NEG_INF
-        for seq in sequences:
-            if len(seq) > 1:
-                head = seq[:-1]
-                for b, toks in enumerate(h.tokens):
-                    if toks[len(toks) - len(head):] == head:
-                        logits[b, seq[-1]] = NEG_INF
-        return logits
-    return apply
-
-
-def min_new_tokens(minimum: int, eos_id: int) -> Processor:
-    def apply(logits: Tensor, h: History) -> Tensor:
-        if h.generated < minimum:
-            logits[:, eos_id] = NEG_INF
-        return logits
-    return apply
-
-
-def needs_counts(cfg: GenerationConfig) -> bool:
-    """Whether any processor reads History.seen / History.counts."""
-    return cfg.repetition_penalty != 1.0 or bool(cfg.presence_penalty or cfg.frequency_penalty)
-
-
-def build_processors(cfg: GenerationConfig, vocab_size: int, bad_word_ids: List[List[int]],
-                     eos_id: Optional[int], banned: Sequence[int] = ()) -> List[Processor]:
-    """The processors `cfg` asks for, in Hugging Face's order (penalties, bias, bans)."""
-    procs: List[Processor] = []
-    if cfg.repetition_penalty != 1.0:
-        procs.append(repetition_penalty(cfg.repetition_penalty))
-    if cfg.presence_penalty or cfg.frequency_penalty:
-        procs.append(presence_frequency_penalty(cfg.presence_penalty, cfg.frequency_penalty))
-    if cfg.logit_bias:
-        procs.append(logit_bias(cfg.logit_bias, vocab_size))
-    if cfg.no_repeat_ngram_size:
-        procs.append(no_repeat_ngram(cfg.no_repeat_ngram_size))
-    ban = [[t] for t in banned] + bad_word_ids
-    if ban:
-        procs.append(bad_words(ban))
-    if cfg.min_new_tokens and eos_id is not None:
-        procs.append(min_new_tokens(cfg.min_new_tokens, eos_id))
-    return procs
-
-
-# -- warpers (sampling) ----------------------------------------------------------------------------------
-def warp(logits: Tensor, cfg: GenerationConfig) -> Tensor:
-    """Temperature, top-k, top-p (Holtzman et al. 2020), typical-p (Meister et al. 2022), min-p."""
-    logits = logits / cfg.temperature
-    if cfg.top_k:
-        kth = torch.topk(logits, min(cfg.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, NEG_INF)
-    if cfg.top_p < 1.0:
-        logits = _keep_sorted_mass(logits, logits, cfg.top_p)
-    if cfg.typical_p < 1.0:
-        logp = logits.log_softmax(-1)
-        entropy = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1, keepdim=True)
-        surprise_gap = (-logp - entropy).abs()  # distance from the expected information content
-        logits = _keep_sorted_mass(logits, -surprise_gap, cfg.typical_p)
-    if cfg.min_p > 0.0:
-        probs = logits.softmax(-1)
-        logits = logits.masked_fill(probs < cfg.min_p * probs.max(-1, keepdim=True).values, NEG_INF)
+def apply_processors(logits: Tensor, h: History) -> Tensor:
+    """Penalties, bias and bans for every row, in Hugging Face's order; may write into `logits`."""
+    P = h.params
+    if h.seen is not None:
+        # CTRL's repetition penalty (Keskar et al. 2019) on every token already in the text, prompt
+        # included; then OpenAI's presence/frequency penalties over the generated tokens.
+        penalized = torch.where(logits > 0, logits / P.repetition, logits * P.repetition)
+        logits = torch.where(h.seen, penalized, logits)
+        logits = logits - P.presence * (h.counts > 0) - P.frequency * h.counts
+    if P.bias is not None:
+        logits = logits + P.bias
+    for b, cfg in enumerate(h.cfgs):
+        n, toks = cfg.no_repeat_ngram_size, h.tokens[b]
+        if n and len(toks) >= n - 1:  # ban every token that would complete an n-gram already in the text
+            banned = h.ngrams[b].get(tuple(toks[len(toks) - n + 1:]) if n > 1 else (), ())
+            if banned:
+                logits[b, list(banned)] = NEG_INF
+    if P.banned is not None:
+        logits = logits.masked_fill(P.banned, NEG_INF)
+    for b, row in enumerate(h.bans):  # a sequence's last token is banned where the row ends with the rest
+        for seq in row:
+            if len(seq) > 1 and h.tokens[b][len(h.tokens[b]) - len(seq) + 1:] == seq[:-1]:
+                logits[b, seq[-1]] = NEG_INF
+    for b, cfg in enumerate(h.cfgs):
+        if cfg.min_new_tokens and h.eos[b] is not None and h.generated(b) < cfg.min_new_tokens:
+            logits[b, h.eos[b]] = NEG_INF
     return logits
 
 
-def _keep_sorted_mass(logits: Tensor, key: Tensor, mass: float) -> Tensor:
-    """Keep the tokens with the largest `key` until their probability reaches `mass` (at least one)."""
+# -- warpers (sampling) ----------------------------------------------------------------------------------
+def warp(logits: Tensor, h: History) -> Tensor:
+    """Temperature, top-k, top-p (Holtzman et al. 2020), typical-p (Meister et al. 2022), min-p."""
+    P = h.params
+    logits = logits / P.temperature
+    if P.use_top_k:
+        k = torch.where(P.top_k > 0, P.top_k, logits.shape[-1]).clamp(max=logits.shape[-1])
+        top = torch.topk(logits, int(k.max()), dim=-1).values
+        kth = top.gather(-1, k[:, None] - 1)
+        logits = logits.masked_fill(logits < kth, NEG_INF)
+    if P.use_top_p:
+        logits = _keep_sorted_mass(logits, logits, P.top_p)
+    if P.use_typical_p:
+        logp = logits.log_softmax(-1)
+        entropy = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1, keepdim=True)
+        surprise_gap = (-logp - entropy).abs()  # distance from the expected information content
+        logits = _keep_sorted_mass(logits, -surprise_gap, P.typical_p)
+    if P.use_min_p:
+        probs = logits.softmax(-1)
+        logits = logits.masked_fill(probs < P.min_p * probs.max(-1, keepdim=True).values, NEG_INF)
+    return logits
+
+
+def _keep_sorted_mass(logits: Tensor, key: Tensor, mass: Tensor) -> Tensor:
+    """Keep the tokens with the largest `key` until their probability reaches `mass` (B, 1) (at least one;
+    a mass of inf keeps every token)."""
     order = torch.argsort(key, dim=-1, descending=True)
     probs = logits.softmax(-1).gather(-1, order)
     drop_sorted = probs.cumsum(-1) - probs >= mass  # the tokens before it already reach the mass
     drop_sorted[..., 0] = False  # the first always stays (a mass that underflows float32 must not drop it)
     drop = drop_sorted.scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, NEG_INF)
+
+
+def sample(probs: Tensor, uniforms: Tensor) -> Tensor:
+    """Inverse-CDF sampling: row b takes the first token whose cumulative probability passes
+    uniforms[b] x its total. One uniform per row lets each request draw from its own generator, so a
+    seeded request gives the same text whatever else shares the batch."""
+    cdf = probs.cumsum(-1)
+    x = uniforms[:, None].to(cdf) * cdf[:, -1:]
+    tok = torch.searchsorted(cdf, x, right=True).squeeze(-1).clamp_max(probs.shape[-1] - 1)
+    zero = probs.gather(-1, tok[:, None]).squeeze(-1) == 0  # x rounded up to the total: rare
+    if bool(zero.any()):
+        tok = torch.where(zero, probs.argmax(-1), tok)
+    return tok

@@ -18,6 +18,7 @@ class GeneratedText(str):
         logprobs: log-probability of each generated token under the model (with logprobs=True).
         finish_reason: "stop" (a stop string), "eos" (end-of-sequence token) or "length".
         state: a DecoderState to continue from (sampling and greedy).
+        top_logprobs: with top_logprobs=k, the k most likely tokens (id -> log-probability) at each step.
     """
 
     prompt: str
@@ -29,10 +30,11 @@ class GeneratedText(str):
 
     def __new__(cls, prompt: str, completion: str, token_ids: List[int], finish_reason: str,
                 logprobs: Optional[List[float]] = None, state: Optional[DecoderState] = None,
-                score: Optional[float] = None) -> "GeneratedText":
+                score: Optional[float] = None, top_logprobs: Optional[list] = None) -> "GeneratedText":
         obj = super().__new__(cls, prompt + completion)
         obj.prompt, obj.completion, obj.token_ids = prompt, completion, token_ids
         obj.finish_reason, obj.logprobs, obj.state, obj.score = finish_reason, logprobs, state, score
+        obj.top_logprobs = top_logprobs
         return obj
 
     @property

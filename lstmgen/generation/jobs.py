@@ -1,0 +1,80 @@
+"""A TextJob: one request's rows in a SamplingDecoder, and the text each row has produced.
+
+`generate()` and `stream()` run one job on a decoder of their own; the server runs many jobs on one
+decoder per model (continuous batching). Either way a token goes from `SamplingDecoder.step()` to its
+row's job, which turns it into text, ends the row at a stop string and hands out the pieces.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+from ..tokenizers import Tokenizer
+from .config import GenerationConfig
+from .engine import DecoderState, Row, SamplingDecoder
+from .text import GeneratedText, TextAssembler
+
+
+class TextJob:
+    """The rows of one request.
+
+    Args:
+        decoder: the decoder the rows run in.
+        tokenizer: turns their tokens into text.
+        prompts: the prompt texts (one per row; repeat a prompt for several sequences).
+        prompt_ids: their ids.
+        cfg: the options of every row.
+        bans: token sequences never to produce.
+        states: per-row DecoderState to continue from.
+    """
+
+    def __init__(self, decoder: SamplingDecoder, tokenizer: Tokenizer, prompts: Sequence[str],
+                 prompt_ids: Sequence[Sequence[int]], cfg: GenerationConfig, bans: Sequence[Sequence[int]] = (),
+                 states: Optional[Sequence[Optional[DecoderState]]] = None) -> None:
+        self.decoder, self.prompts, self.cfg = decoder, list(prompts), cfg
+        states = list(states) if states else [None] * len(prompts)
+        self.prompt_tokens = sum(len(i) for i in prompt_ids)
+        self.texts = [TextAssembler(tokenizer, ids[-1] if ids else (s.pending[-1] if s else None), cfg.stop)
+                      for ids, s in zip(prompt_ids, states)]
+        self.rows: List[Row] = decoder.add(prompt_ids, cfg, bans, states if any(states) else None, owner=self)
+
+    def push(self, row: Row, token: Optional[int]) -> Tuple[int, str]:
+        """Take `row`'s new token (None: the row ended without one); return (row.slot, the text that is
+        safe to show now). A row that ends here releases all it held back."""
+        asm = self.texts[row.slot]
+        piece = ""
+        if token is not None:
+            check = len(row.out.token_ids) > self.cfg.min_new_tokens  # stop strings count from here
+            piece = asm.push(token, final=not row.active, check_stop=check)
+            if asm.stopped:
+                self.decoder.finish(row, "stop")
+        if not row.active:
+            piece += asm.flush()
+        return row.slot, piece
+
+    def cancel(self) -> None:
+        """Drop every row still running (the client went away)."""
+        for row in self.rows:
+            self.decoder.cancel(row)
+
+    @property
+    def done(self) -> bool:
+        return not any(r.active for r in self.rows)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(len(r.out.token_ids) for r in self.rows)
+
+    def results(self) -> List[GeneratedText]:
+        """Every row's result, in row order."""
+        return [GeneratedText(p, t.text(), r.out.token_ids, r.out.finish_reason, r.out.logprobs, r.out.state,
+                              top_logprobs=r.out.top_logprobs)
+                for p, t, r in zip(self.prompts, self.texts, self.rows)]
+
+    def run(self):
+        """Step the decoder until this job is done (the decoder holds no other rows); yield
+        (slot, piece) for each non-empty piece."""
+        while not self.done:
+            for row, tok in self.decoder.step():
+                slot, piece = self.push(row, tok)
+                if piece:
+                    yield slot, piece
