@@ -127,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--encoding-errors", default="strict")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
+    srv = sub.add_parser("serve", help="an HTTP server: OpenAI-compatible API, playground, metrics")
+    srv.add_argument("models", nargs="*", help="model folders or bundled names (the bundled models are "
+                     "always served unless --no-bundled)")
+    srv.add_argument("--no-bundled", action="store_true", help="serve only the models given")
+    srv.add_argument("--device", default="cpu")
+    srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    from .server.config import ServerConfig
+
+    for f in fields(ServerConfig):
+        srv.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
+                         help=f"default {f.default}")
+
     ds = sub.add_parser("datasets", help="the data set registry")
     dsub = ds.add_subparsers(dest="action", required=True)
     dsub.add_parser("list", help="known data sets")
@@ -270,6 +282,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server.config import ServerConfig
+    from .server.run import serve
+
+    settings = {f.name: getattr(args, f.name) for f in fields(ServerConfig) if getattr(args, f.name) is not None}
+    serve(args.models, ServerConfig(**settings), bundled=not args.no_bundled, device=args.device,
+          log_level=args.log_level)
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from .data import registry
 
@@ -300,7 +322,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"train": cmd_train_lm, "generate": cmd_generate, "eval": cmd_eval, "datasets": cmd_datasets}
+    handler = {"train": cmd_train_lm, "generate": cmd_generate, "eval": cmd_eval, "serve": cmd_serve,
+               "datasets": cmd_datasets}
     try:
         return handler[args.command](args)
     except LstmgenError as e:

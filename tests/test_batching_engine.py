@@ -43,6 +43,26 @@ def test_requests_joining_midway_get_the_text_they_get_alone(gen):
     assert dec.step() == [] and len(dec) == 0  # finished rows have left the batch
 
 
+@pytest.mark.parametrize("inline", [0, 4, 64])
+def test_short_prompts_read_by_the_shared_step_give_the_same_text(gen, inline):
+    dec = SamplingDecoder(gen.model, inline_prefill=inline)
+    a = gen.new_job(dec, ["KING:"], dict(max_new_tokens=30, seed=5))
+    for _ in range(3):
+        for row, tok in dec.step():
+            row.owner.push(row, tok)
+    prompts = ["QUEEN:", "First Lord:\nThe king"]
+    b = gen.new_job(dec, prompts, dict(max_new_tokens=30, seed=9, repetition_penalty=1.2, no_repeat_ngram_size=3))
+    drain(dec, [a, b])
+    assert a.results()[0] == run_alone(gen, "KING:", max_new_tokens=30, seed=5)
+    assert b.results() == gen.generate(prompts, max_new_tokens=30, seed=9, repetition_penalty=1.2,
+                                       no_repeat_ngram_size=3)
+    first = b.results()[0]
+    cont = SamplingDecoder(gen.model, inline_prefill=inline)  # a state passed back in continues the text
+    c = gen.new_job(cont, [" and"], dict(max_new_tokens=10, seed=1), [first.state])
+    drain(cont, [c])
+    assert c.results()[0] == gen.generate(" and", state=first.state, max_new_tokens=10, seed=1)
+
+
 def test_streamed_pieces_join_to_the_result(gen):
     dec = SamplingDecoder(gen.model)
     jobs = [gen.new_job(dec, ["KING:"], dict(max_new_tokens=30, seed=s, stop=["e"])) for s in range(3)]

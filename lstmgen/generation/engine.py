@@ -7,6 +7,7 @@ calls `SamplingDecoder.step()` and tells it when a row is done.
 """
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -92,11 +93,12 @@ class Row:
 
     out: SequenceOutput
     cfg: GenerationConfig
-    gen: torch.Generator
+    rng: random.Random  # the row's own random source: its text does not depend on what else is decoded
     owner: object = None
     slot: int = 0
     deadline: Optional[float] = None
     active: bool = True
+    feed: List[int] = field(default_factory=list)  # prompt tokens still to go through the LSTM
 
 
 class SamplingDecoder:
@@ -107,13 +109,19 @@ class SamplingDecoder:
     steps are prefilled and join the next step; finished rows leave it. This is what the server's
     continuous batching runs, and what `generate()` runs with one request.
 
+    A prompt of at most `inline_prefill` tokens is not prefilled on its own: the row joins at once and its
+    tokens go through the shared batched step one per step (its sampled tokens are ignored until the
+    prompt is in), as in chunked prefill (Agrawal et al. 2023, Sarathi). A running batch then never stalls
+    for a newcomer's prefill, which for short prompts costs more than the steps it saves.
+
     Args:
         model: the language model.
+        inline_prefill: the longest prompt fed through the shared step (0: every prompt is prefilled).
     """
 
-    def __init__(self, model: LanguageModel) -> None:
+    def __init__(self, model: LanguageModel, inline_prefill: int = 0) -> None:
         model.eval()
-        self.model = model
+        self.model, self.inline_prefill = model, inline_prefill
         self.device = next(model.parameters()).device
         self.rows: List[Row] = []
         self.history: Optional[History] = None  # made at the first add, when the vocabulary size is known
@@ -121,15 +129,14 @@ class SamplingDecoder:
         self.state: Optional[LSTMState] = None
         self.pending = torch.zeros(0, dtype=torch.long, device=self.device)  # chosen, not yet fed
         self.has_pending: List[bool] = []
-        self._groups: Optional[list] = None
+        self._samplers: Optional[list] = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
     @torch.inference_mode()
     def add(self, prompts: Sequence[Sequence[int]], cfg: GenerationConfig, bans: Sequence[Sequence[int]] = (),
-            states: Optional[Sequence[Optional[DecoderState]]] = None, generator: Optional[torch.Generator] = None,
-            owner: object = None) -> List[Row]:
+            states: Optional[Sequence[Optional[DecoderState]]] = None, owner: object = None) -> List[Row]:
         """Prefill new rows; they take part from the next step on.
 
         Args:
@@ -137,29 +144,56 @@ class SamplingDecoder:
             cfg: the rows' options (cfg.eos_token_id ends a row).
             bans: token sequences the rows must never produce (bad words, <unk>).
             states: per-row DecoderState to continue from.
-            generator: the rows' random source (default: seeded from cfg.seed, else fresh entropy);
-                rows sharing one draw from it in row order.
             owner: stored on each Row.
         """
-        if generator is None:
-            generator = torch.Generator()
-            generator.manual_seed(cfg.seed) if cfg.seed is not None else generator.seed()
-        logits, (h, c) = prefill(self.model, prompts, states)
+        # Each row gets its own random stream: from cfg.seed (row i takes the i-th seed drawn from it), so
+        # a seeded request gives the same texts whatever shares the batch and whenever its rows start
+        # sampling; without a seed, from the operating system's entropy.
+        seeder = random.Random(cfg.seed) if cfg.seed is not None else None
+        rngs = [random.Random(seeder.getrandbits(64) if seeder else None) for _ in prompts]
+        states = list(states) if states else [None] * len(prompts)
+        feeds = [list(st.pending if st else []) + list(ids) for ids, st in zip(prompts, states)]
+        vocab = getattr(getattr(self.model, "config", None), "vocab_size", None)
+        inline = [0 < len(f) <= self.inline_prefill and cfg.max_new_tokens > 0 and vocab is not None
+                  for f in feeds]
+        packed = [i for i, x in enumerate(inline) if not x]
+        n = len(prompts)
+        L, H = (self.state[0].shape[0], self.state[0].shape[2]) if self.state is not None else (None, None)
+        logits = h = c = None
+        if packed:
+            lg, (hp, cp) = prefill(self.model, [prompts[i] for i in packed], [states[i] for i in packed])
+            vocab, (L, _, H) = lg.shape[-1], hp.shape
+        if len(packed) < n:  # short prompts are fed through the shared step, a token per step
+            L = L or self.model.config.num_layers
+            H = H or self.model.config.hidden_size
+        logits = torch.zeros(n, vocab, device=self.device)
+        h = torch.zeros(L, n, H, device=self.device)
+        c = torch.zeros(L, n, H, device=self.device)
+        if packed:
+            idx = torch.tensor(packed, device=self.device)
+            logits[idx], h[:, idx], c[:, idx] = lg, hp, cp
+        pending = torch.zeros(n, dtype=torch.long, device=self.device)
+        for i in range(n):
+            if inline[i]:
+                pending[i] = feeds[i][0]
+                if states[i] is not None:
+                    h[:, i], c[:, i] = states[i].h[:, 0].to(self.device), states[i].c[:, 0].to(self.device)
         if self.history is None:
-            self.history = History(logits.shape[-1], self.device)
+            self.history = History(vocab, self.device)
         if self.state is None:
             self.logits, self.state = logits, (h, c)
         else:
             self.logits = torch.cat([self.logits, logits])
             self.state = (torch.cat([self.state[0], h], 1), torch.cat([self.state[1], c], 1))
-        self.pending = torch.cat([self.pending, torch.zeros(len(prompts), dtype=torch.long, device=self.device)])
-        self.has_pending += [False] * len(prompts)
+        self.pending = torch.cat([self.pending, pending])
+        self.has_pending += inline
         self.history.add(prompts, cfg, bans, cfg.eos_token_id)
         deadline = time.monotonic() + cfg.max_time if cfg.max_time else None
-        new = [Row(SequenceOutput([], "length", [] if cfg.logprobs else None), cfg, generator, owner, i, deadline)
-               for i in range(len(prompts))]
+        new = [Row(SequenceOutput([], "length", [] if cfg.logprobs else None), cfg, rngs[i], owner, i, deadline,
+                   feed=feeds[i][1:] if inline[i] else [])
+               for i in range(n)]
         self.rows += new
-        self._groups = None
+        self._samplers = None
         if cfg.max_new_tokens == 0:
             for row in new:
                 self.finish(row, "length", fed=True)
@@ -192,7 +226,7 @@ class SamplingDecoder:
         self.logits, self.pending = self.logits[idx], self.pending[idx]
         self.state = (self.state[0][:, idx], self.state[1][:, idx])
         self.history.keep(keep)
-        self._groups = None
+        self._samplers = None
 
     def _feed(self) -> None:
         """Run the chosen tokens through the LSTM (rows that joined since the last step have logits)."""
@@ -209,17 +243,14 @@ class SamplingDecoder:
             self.logits = self.logits.index_copy(0, idx, out.float())
 
     def _uniforms(self) -> Tensor:
-        """One uniform per row, each drawn from its row's generator (rows of one request in order)."""
-        if self._groups is None:
-            groups: dict = {}
-            for i, r in enumerate(self.rows):
-                if not r.cfg.greedy:
-                    groups.setdefault(id(r.gen), (r.gen, []))[1].append(i)
-            self._groups = [(g, torch.tensor(ix)) for g, ix in groups.values()]
-        u = torch.zeros(len(self.rows))
-        for g, ix in self._groups:
-            u[ix] = torch.rand(len(ix), generator=g)
-        return u.to(self.device)
+        """One uniform per row from the row's own generator (rows still reading their prompt and greedy
+        rows draw nothing)."""
+        if self._samplers is None:
+            self._samplers = [(i, r.rng) for i, r in enumerate(self.rows) if not r.cfg.greedy and not r.feed]
+        u = [0.0] * len(self.rows)
+        for i, rng in self._samplers:
+            u[i] = rng.random()
+        return torch.tensor(u, dtype=torch.float64).to(self.device)
 
     @torch.inference_mode()
     def step(self) -> List[Tuple[Row, Optional[int]]]:
@@ -229,6 +260,7 @@ class SamplingDecoder:
         if not self.rows:
             return []
         self._feed()
+        warming = [bool(r.feed) for r in self.rows]  # still reading their prompt: no token of their own yet
         h, P = self.history, self.history.params
         logits = apply_processors(self.logits.clone(), h) if h.has_processors else self.logits
         blocked: List[bool] = []
@@ -250,13 +282,20 @@ class SamplingDecoder:
             if P.top_logprobs:
                 top = lsm.topk(min(P.top_logprobs, lsm.shape[-1]), -1)
                 top = (top.values.tolist(), top.indices.tolist())
-        h.append(new)
+        if any(warming):
+            new = new.clone()
+            for b, r in enumerate(self.rows):
+                if warming[b]:
+                    new[b] = r.feed.pop(0)
+                    if not r.feed:
+                        self._samplers = None  # it samples from the next step on: it draws random numbers
+        h.append(new, skip=warming if any(warming) else None)
         self.pending = new
         self.has_pending = [True] * len(self.rows)
         now = time.monotonic()
         chosen: List[Tuple[Row, Optional[int]]] = []
         for b, (row, tok) in enumerate(zip(self.rows, new.tolist())):
-            if not row.active:
+            if not row.active or warming[b]:
                 continue
             if blocked and blocked[b]:
                 self.finish(row, "length", fed=True)

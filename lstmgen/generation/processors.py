@@ -113,13 +113,18 @@ class History:
         """Tokens row b has generated so far."""
         return len(self.tokens[b]) - self.prompt_lens[b]
 
-    def append(self, new: Tensor) -> None:
-        """Record one new token per row."""
+    def append(self, new: Tensor, skip: Optional[Sequence[bool]] = None) -> None:
+        """Record one new token per row (except rows where `skip` is True: they are still reading their
+        prompt, which the history already holds)."""
+        keep = None if skip is None else [b for b, s in enumerate(skip) if not s]
         if self.seen is not None:
-            rows = torch.arange(len(self.tokens), device=self.device)
-            self.seen[rows, new] = True
-            self.counts[rows, new] += 1
+            rows = torch.arange(len(self.tokens), device=self.device) if keep is None else \
+                torch.tensor(keep, dtype=torch.long, device=self.device)
+            self.seen[rows, new[rows]] = True
+            self.counts[rows, new[rows]] += 1
         for b, t in enumerate(new.tolist()):
+            if skip is not None and skip[b]:
+                continue
             self.tokens[b].append(t)
             n = self.cfgs[b].no_repeat_ngram_size
             if n and len(self.tokens[b]) >= n:
@@ -254,7 +259,7 @@ def _keep_sorted_mass(logits: Tensor, key: Tensor, mass: Tensor) -> Tensor:
 
 def sample(probs: Tensor, uniforms: Tensor) -> Tensor:
     """Inverse-CDF sampling: row b takes the first token whose cumulative probability passes
-    uniforms[b] x its total. One uniform per row lets each request draw from its own generator, so a
+    uniforms[b] x its total. One uniform per row lets each row draw from its own generator, so a
     seeded request gives the same text whatever else shares the batch."""
     cdf = probs.cumsum(-1)
     x = uniforms[:, None].to(cdf) * cdf[:, -1:]

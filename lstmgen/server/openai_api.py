@@ -1,0 +1,170 @@
+"""One /v1/completions request: from its prompts to the response body, or to the stream's chunks, in
+the shapes of the OpenAI completions API (choices, logprobs, usage)."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+from ..generation import GeneratedText, TextJob
+from .config import ServerConfig
+from .schema import CompletionRequest, completion_body, completion_id, finish_reason, sse, usage
+
+
+class ParamError(ValueError):
+    """A request value outside the server's limits; `param` names it."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class CompletionRun:
+    """The prompts, options and output bookkeeping of one completion request.
+
+    Args:
+        body: the validated request.
+        pipeline: the TextGenerator named by body.model.
+        config: the server's limits.
+    """
+
+    def __init__(self, body: CompletionRequest, pipeline, config: ServerConfig) -> None:
+        self.body, self.pipeline, self.config = body, pipeline, config
+        self.id = completion_id()
+        self.sent: Dict[int, int] = {}  # per choice: tokens whose logprobs went out in a chunk
+        self.offset: Dict[int, int] = {}  # per choice: characters sent (text_offset)
+
+    def prepare(self) -> None:
+        """Check the request against the limits and the model; UserInputError / ParamError if it fails."""
+        b, c, tok = self.body, self.config, self.pipeline.tokenizer
+        prompts = b.prompt
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        elif prompts and not isinstance(prompts[0], str):  # token ids: one list, or a list of lists
+            id_lists = [prompts] if isinstance(prompts[0], int) else prompts
+            if any(not 0 <= i < tok.vocab_size for ids in id_lists for i in ids):
+                raise ParamError(f"prompt token ids must be in [0, {tok.vocab_size})", "prompt")
+            prompts = [tok.decode(ids) for ids in id_lists]
+        if not prompts:
+            raise ParamError("prompt must not be an empty list", "prompt")
+        if b.n > c.max_n:
+            raise ParamError(f"n must be <= {c.max_n} on this server, got {b.n}", "n")
+        if b.max_tokens is not None and b.max_tokens > c.max_tokens:
+            raise ParamError(f"max_tokens must be <= {c.max_tokens} on this server, got {b.max_tokens}", "max_tokens")
+        if len(prompts) * b.n > c.max_batch:
+            raise ParamError(f"{len(prompts)} prompts x n={b.n} is more than the {c.max_batch} sequences this "
+                             "server generates at once", "n")
+        if b.suffix:
+            raise ParamError("suffix (insertion) is not supported: an LSTM language model reads left to right",
+                             "suffix")
+        if b.best_of is not None and b.best_of != b.n:
+            raise ParamError("best_of other than n is not supported; use num_beams for a search", "best_of")
+        self.prompt_ids = [tok.encode(p) for p in prompts]
+        longest = max(len(i) for i in self.prompt_ids)
+        if longest > c.max_prompt_tokens:
+            raise ParamError(f"the prompt has {longest} tokens; this server takes at most {c.max_prompt_tokens}",
+                             "prompt")
+        self.prompts = prompts
+        self.options = b.generation_options()
+        if (b.num_beams or 1) > 1:
+            self.options["num_return_sequences"] = b.n
+        self.cfg, _ = self.pipeline._setup(self.options)  # raises UserInputError naming a bad option
+        self.rows = [p for p in prompts for _ in range(b.n)]
+        self.prompt_tokens = sum(len(i) for i in self.prompt_ids)
+        self.prompt_scores: Optional[list] = None  # with echo and logprobs: set from score_prompts()
+
+    @property
+    def wants_prompt_logprobs(self) -> bool:
+        return self.body.echo and self.body.logprobs is not None
+
+    def score_prompts(self) -> list:
+        """(ids, logprobs) of each prompt (torch work: the server runs it on its engine thread)."""
+        return [self.pipeline.score(p) for p in self.prompts]
+
+    # -- logprobs --------------------------------------------------------------------------------------
+    def _logprobs(self, ids: List[int], lps: List[Optional[float]], tops: Optional[list], start: int) -> dict:
+        """OpenAI's logprobs object for tokens `ids` whose text starts at character `start`."""
+        dec = self.pipeline.tokenizer.decode
+        tokens = [dec([i]) for i in ids]
+        offsets, pos = [], start
+        for t in tokens:
+            offsets.append(pos)
+            pos += len(t)
+        top = None
+        if self.body.logprobs:
+            top = [None if t is None else {dec([i]): v for i, v in t.items()} for t in (tops or [None] * len(ids))]
+        return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": top, "text_offset": offsets}
+
+    def _prompt_logprobs(self, i: int) -> dict:
+        ids, lps = self.prompt_scores[i // self.body.n]
+        return self._logprobs(ids, lps, [None] * len(ids), 0)
+
+    @staticmethod
+    def _merge(a: Optional[dict], b: dict) -> dict:
+        return b if a is None else {k: (a[k] or []) + (b[k] or []) if a[k] is not None or b[k] is not None
+                                    else None for k in a}
+
+    # -- whole responses -------------------------------------------------------------------------------
+    def response(self, results: Optional[List[GeneratedText]] = None, job: Optional[TextJob] = None) -> dict:
+        """The response body for finished results (a job's, or beam search's)."""
+        results = results if results is not None else job.results()
+        choices = []
+        for i, r in enumerate(results):
+            prefix = self.rows[i] if self.body.echo else ""
+            lp = None
+            if self.body.logprobs is not None:
+                lp = self._logprobs(r.token_ids, r.logprobs or [], r.top_logprobs, len(prefix))
+                if self.prompt_scores is not None:
+                    lp = self._merge(self._prompt_logprobs(i), lp)
+            choices.append({"text": prefix + r.completion, "index": i, "logprobs": lp,
+                            "finish_reason": finish_reason(r.finish_reason)})
+        done = sum(len(r.token_ids) for r in results)
+        return completion_body(self.id, self.body.model, choices, usage(self.prompt_tokens, done))
+
+    def beam(self) -> dict:
+        """Beam search (num_beams > 1): run on its own, outside the shared batch."""
+        return self.response(self.pipeline.generate(self.prompts, **self.options))
+
+    # -- streaming -------------------------------------------------------------------------------------
+    def _chunk(self, i: int, text: str, logprobs: Optional[dict] = None, reason: Optional[str] = None) -> str:
+        return sse(completion_body(self.id, self.body.model, [
+            {"text": text, "index": i, "logprobs": logprobs, "finish_reason": reason}], None))
+
+    def stream_start(self) -> List[str]:
+        """With echo, each choice's first chunk is its prompt."""
+        if not self.body.echo:
+            return []
+        out = []
+        for i, p in enumerate(self.rows):
+            lp = self._prompt_logprobs(i) if self.prompt_scores is not None else None
+            out.append(self._chunk(i, p, lp))
+            self.offset[i] = len(p)
+        return out
+
+    def _new_logprobs(self, job: TextJob, i: int) -> Optional[dict]:
+        if self.body.logprobs is None:
+            return None
+        o = job.rows[i].out
+        start, end = self.sent.get(i, 0), len(o.token_ids)
+        self.sent[i] = end
+        tops = o.top_logprobs[start:end] if o.top_logprobs else None
+        return self._logprobs(o.token_ids[start:end], o.logprobs[start:end], tops, self.offset.get(i, 0))
+
+    def stream_pieces(self, job: TextJob, pieces: list) -> List[str]:
+        """Chunks for one step's pieces [(choice, text, made_a_token)], one chunk per choice with text."""
+        text: Dict[int, str] = {}
+        for i, piece, _ in pieces:
+            text[i] = text.get(i, "") + piece
+        out = []
+        for i, t in text.items():
+            if t:
+                out.append(self._chunk(i, t, self._new_logprobs(job, i)))
+                self.offset[i] = self.offset.get(i, 0) + len(t)
+        return out
+
+    def stream_end(self, job: TextJob) -> List[str]:
+        """Each choice's last chunk (finish_reason), then usage if stream_options.include_usage."""
+        out = [self._chunk(i, "", self._new_logprobs(job, i), finish_reason(r.out.finish_reason))
+               for i, r in enumerate(job.rows)]
+        if self.body.stream_options and self.body.stream_options.include_usage:
+            out.append(sse(completion_body(self.id, self.body.model, [],
+                                           usage(self.prompt_tokens, job.completion_tokens))))
+        return out

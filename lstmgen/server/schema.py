@@ -1,0 +1,106 @@
+"""Request bodies (validated strictly: a wrong type is a 400, never a coercion) and response shapes of
+the OpenAI completions API, plus the native task endpoints."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Dict, List, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PromptType = Union[str, List[str], List[int], List[List[int]]]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class StreamOptions(Strict):
+    include_usage: bool = False
+
+
+class CompletionRequest(Strict):
+    """POST /v1/completions. OpenAI's fields with its defaults, then lstmgen's extra options."""
+
+    model: str
+    prompt: PromptType = ""
+    max_tokens: Optional[int] = Field(16, ge=0)
+    temperature: Optional[float] = Field(1.0, ge=0.0, le=2.0)
+    top_p: Optional[float] = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1)
+    stream: bool = False
+    stream_options: Optional[StreamOptions] = None
+    logprobs: Optional[int] = Field(None, ge=0, le=5)
+    echo: bool = False
+    stop: Optional[Union[str, List[str]]] = None
+    presence_penalty: Optional[float] = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: Optional[float] = Field(0.0, ge=-2.0, le=2.0)
+    logit_bias: Optional[Dict[str, float]] = None
+    seed: Optional[int] = None
+    user: Optional[str] = None
+    best_of: Optional[int] = Field(None, ge=1)
+    suffix: Optional[str] = None
+    # lstmgen's options beyond the OpenAI API (send them with the client's extra_body)
+    top_k: Optional[int] = Field(None, ge=0)
+    min_p: Optional[float] = Field(None, ge=0.0, le=1.0)
+    typical_p: Optional[float] = Field(None, gt=0.0, le=1.0)
+    repetition_penalty: Optional[float] = Field(None, gt=0.0)
+    no_repeat_ngram_size: Optional[int] = Field(None, ge=0)
+    num_beams: Optional[int] = Field(None, ge=1)
+    length_penalty: Optional[float] = None
+    min_tokens: Optional[int] = Field(None, ge=0)
+    bad_words: Optional[List[str]] = None
+
+    def generation_options(self) -> dict:
+        """GenerationConfig fields (None: the model's default)."""
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop
+        return {k: v for k, v in dict(
+            max_new_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
+            presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
+            logit_bias=self.logit_bias, seed=self.seed, stop=stop, top_k=self.top_k, min_p=self.min_p,
+            typical_p=self.typical_p, repetition_penalty=self.repetition_penalty,
+            no_repeat_ngram_size=self.no_repeat_ngram_size, num_beams=self.num_beams,
+            length_penalty=self.length_penalty, min_new_tokens=self.min_tokens, bad_words=self.bad_words,
+            logprobs=self.logprobs is not None or None, top_logprobs=self.logprobs or None,
+        ).items() if v is not None}
+
+
+class TextsRequest(Strict):
+    """POST /v1/translate, /v1/classify, /v1/tag: one text or a list, and the task's options."""
+
+    model: str
+    input: Union[str, List[str]]
+    options: Dict[str, Union[int, float, str, bool, None]] = Field(default_factory=dict)
+
+
+def completion_id() -> str:
+    return "cmpl-" + uuid.uuid4().hex[:24]
+
+
+def completion_body(cid: str, model: str, choices: List[dict], usage: Optional[dict]) -> dict:
+    body = {"id": cid, "object": "text_completion", "created": int(time.time()), "model": model,
+            "choices": choices, "system_fingerprint": None}
+    if usage is not None:
+        body["usage"] = usage
+    return body
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def finish_reason(reason: Optional[str]) -> Optional[str]:
+    """OpenAI knows stop and length: an end-of-sequence token is a stop."""
+    return "stop" if reason == "eos" else reason
+
+
+def error_body(message: str, type: str = "invalid_request_error", param: Optional[str] = None,
+               code: Optional[str] = None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def sse(obj) -> str:
+    """One server-sent event."""
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"

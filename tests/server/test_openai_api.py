@@ -1,0 +1,125 @@
+"""The OpenAI-compatible API, driven by the official `openai` client."""
+import openai
+import pytest
+
+PROMPT = "KING:"
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="not-needed", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def tiny(served_models):
+    return served_models["tiny"]
+
+
+def local(tiny, prompt=PROMPT, **opts):
+    """What the Python API gives with the OpenAI defaults the server applies."""
+    opts = {"temperature": 1.0, "top_p": 1.0, **opts}
+    return tiny.generate(prompt, **opts)
+
+
+def test_models_are_listed(client):
+    ids = {m.id for m in client.models.list()}
+    assert {"tiny", "shakespeare-char", "sentiment", "reverse", "ner"} <= ids
+    assert client.models.retrieve("tiny").id == "tiny"
+
+
+def test_completion_equals_the_python_api_with_the_same_seed(client, tiny):
+    r = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=30, seed=7, temperature=0.9)
+    want = local(tiny, max_new_tokens=30, seed=7, temperature=0.9)
+    assert r.object == "text_completion" and r.id.startswith("cmpl-") and r.model == "tiny"
+    assert r.choices[0].text == want.completion
+    assert r.choices[0].finish_reason == "length" and r.choices[0].index == 0
+    assert r.usage.prompt_tokens == len(tiny.tokenizer.encode(PROMPT))
+    assert r.usage.completion_tokens == 30 and r.usage.total_tokens == r.usage.prompt_tokens + 30
+
+
+def test_streaming_joins_to_the_same_text(client):
+    opts = dict(model="tiny", prompt=PROMPT, max_tokens=40, seed=3)
+    whole = client.completions.create(**opts).choices[0].text
+    chunks = list(client.completions.create(**opts, stream=True, stream_options={"include_usage": True}))
+    pieces = [c.choices[0].text for c in chunks if c.choices]
+    assert len(pieces) > 5 and "".join(pieces) == whole
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].usage.completion_tokens == 40 and not chunks[-1].choices
+
+
+def test_n_and_a_list_of_prompts(client, tiny):
+    r = client.completions.create(model="tiny", prompt=["KING:", "QUEEN:"], n=2, max_tokens=15, seed=5)
+    assert [c.index for c in r.choices] == [0, 1, 2, 3]
+    want = tiny.generate(["KING:", "QUEEN:"], num_return_sequences=2, max_new_tokens=15, seed=5,
+                         temperature=1.0, top_p=1.0)
+    assert [c.text for c in r.choices] == [w.completion for w in want]
+    assert r.choices[0].text != r.choices[1].text  # two samples of one prompt differ
+    assert r.usage.completion_tokens == 60
+
+
+def test_stop_strings_cut_exactly(client):
+    r = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=200, seed=1, stop=["\n", "the"])
+    c = r.choices[0]
+    assert c.finish_reason == "stop" and "\n" not in c.text and "the" not in c.text
+    streamed = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=200, seed=1, stop=["\n", "the"],
+                                         stream=True)
+    assert "".join(ch.choices[0].text for ch in streamed if ch.choices) == c.text
+
+
+def test_seed_gives_the_same_text_and_other_seeds_differ(client):
+    texts = [client.completions.create(model="tiny", prompt=PROMPT, max_tokens=40, seed=s).choices[0].text
+             for s in (11, 11, 12)]
+    assert texts[0] == texts[1] != texts[2]
+
+
+def test_echo_and_logprobs(client, tiny):
+    r = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=5, echo=True, logprobs=2, seed=0)
+    c = r.choices[0]
+    assert c.text.startswith(PROMPT)
+    n_prompt = len(tiny.tokenizer.encode(PROMPT))
+    lp = c.logprobs
+    assert len(lp.tokens) == n_prompt + 5 and lp.token_logprobs[0] is None
+    assert all(v <= 0 for v in lp.token_logprobs[1:])
+    assert "".join(lp.tokens) == c.text and lp.text_offset[n_prompt] == len(PROMPT)
+    assert all(len(t) == 2 for t in lp.top_logprobs[n_prompt:])
+
+
+def test_penalties_and_extra_options(client, tiny):
+    greedy = tiny.generate(PROMPT, max_new_tokens=30, temperature=0).completion
+    r = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=30, extra_body={"top_k": 1})
+    assert r.choices[0].text == greedy  # top_k=1 is greedy
+    r = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=30, temperature=0,
+                                  extra_body={"no_repeat_ngram_size": 2})
+    toks = tiny.tokenizer.encode(PROMPT + r.choices[0].text)
+    pairs = list(zip(toks, toks[1:]))
+    assert len(pairs) == len(set(pairs))
+    r = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=30, presence_penalty=2.0,
+                                  frequency_penalty=2.0, logit_bias={"0": -100}, seed=2)
+    assert r.choices[0].finish_reason == "length"
+
+
+def test_beam_search_as_an_extra_option(client, tiny):
+    r = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=12, n=2, extra_body={"num_beams": 3})
+    want = tiny.generate(PROMPT, max_new_tokens=12, num_beams=3, num_return_sequences=2, temperature=1.0, top_p=1.0)
+    assert [c.text for c in r.choices] == [w.completion for w in want]
+
+
+def test_client_errors(client):
+    with pytest.raises(openai.NotFoundError) as e:
+        client.completions.create(model="nope", prompt="x")
+    assert e.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="tiny", prompt="x", temperature=5)
+    assert e.value.body["param"] == "temperature"
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model="tiny", prompt="x", n=2, extra_body={"num_beams": 3}, stream=True)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="sentiment", prompt="x")
+    assert "language model" in e.value.body["message"]
+
+
+def test_token_id_prompts(client, tiny):
+    ids = tiny.tokenizer.encode(PROMPT)
+    a = client.completions.create(model="tiny", prompt=ids, max_tokens=10, seed=4).choices[0].text
+    b = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=10, seed=4).choices[0].text
+    assert a == b

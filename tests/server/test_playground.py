@@ -1,0 +1,59 @@
+"""The web playground in headless Chromium (Debian's, through Playwright): type a prompt, watch the
+streamed text appear."""
+import os
+import shutil
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium (.ci/run does: apt-get install -y chromium)")
+        pytest.skip("chromium is not installed (apt-get install -y chromium); playground test skipped")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                              args=["--no-sandbox", "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+def test_playground_streams_text(server, browser):
+    page = browser.new_page()
+    page.goto(server.url + "/")
+    page.wait_for_selector("#gen-model option[value='tiny']", state="attached")
+    page.select_option("#gen-model", "tiny")
+    page.fill("#prompt", "KING:")
+    page.fill("#max-tokens", "2048")
+    page.fill("#seed", "3")
+    page.click("#go")
+    # Text appears while the request is still running (the Stop button is live only during a stream) ...
+    page.wait_for_function("document.getElementById('output').textContent.length > 'KING:'.length + 20 "
+                           "&& !document.getElementById('stop').disabled", timeout=30_000)
+    # ... and the stream ends with the token count from the usage chunk.
+    page.wait_for_function("document.getElementById('gen-status').textContent.includes('tokens in')",
+                           timeout=60_000)
+    out = page.text_content("#output")
+    assert out.startswith("KING:") and len(out) > 1000
+    # The task boxes show only for the model kinds being served: all three here.
+    assert page.is_visible("#classify-box") and page.is_visible("#translate-box") and page.is_visible("#tag-box")
+    page.fill("#classify-box textarea", "a good film")
+    page.click("#classify-box button")
+    page.wait_for_function("document.querySelector('#classify-box pre').textContent.includes('positive')")
+    page.close()
+
+
+def test_playground_shows_errors(server, browser):
+    page = browser.new_page()
+    page.goto(server.url + "/")
+    page.wait_for_selector("#gen-model option[value='tiny']", state="attached")
+    page.fill("#temperature", "7")
+    page.click("#go")
+    page.wait_for_function("document.getElementById('gen-status').classList.contains('error')")
+    assert "temperature" in page.text_content("#gen-status")
+    page.close()
