@@ -124,7 +124,7 @@ def main() -> None:
     before = offline_tokens_per_s(args.clients, args.max_tokens, args.temperature)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lstmgen", "serve", "--port", str(port), "--log-level", "warning",
-                             "--max-batch", str(args.clients), "--stream-interval", os.environ.get("SI", "0.05")])
+                             "--max-batch", str(args.clients)])
     try:
         wait_ready(port, proc)
         asyncio.run(load(port, 4, 2.0, 16, args.temperature))  # warm-up

@@ -37,12 +37,19 @@ def serve(names_or_dirs: Sequence[str], config: ServerConfig, bundled: bool = Tr
     runs on another (scheduler.py says why: one OpenMP team keeps the LSTM step fast).
     """
     import signal
+    import socket
     import threading
 
     import uvicorn
 
     from .app import create_app
 
+    with socket.socket() as probe:  # a taken port is a one-line error before anything is loaded
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((config.host, config.port))
+        except OSError as e:
+            raise UserInputError(f"cannot listen on {config.host}:{config.port}: {e.strerror}") from None
     app = create_app(load_models(names_or_dirs, bundled, device), config, engine_thread=False)
     engine = app.app.state.engine
     # uvicorn's own connection limit sits above ours, so that past max_concurrent_requests clients get
