@@ -1,45 +1,106 @@
-"""The model card: README.md of a model folder, written from its config.json."""
+"""The model card: README.md of a model folder, written from its config.json.
+
+It opens with the Hugging Face model-card front matter (YAML between `---` lines: license, language,
+library_name, tags, datasets, metrics, pipeline_tag, model-index with the evaluation results), so a
+folder pushed to the Hub is described there; the body says what the model is, its data, hyper-parameters,
+results, the command that made it, how to use it and what it cannot do.
+"""
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import List
+
+# What each registry data set is written in; a folder trained on other data leaves the language out.
+DATA_LANGUAGE = {"tinyshakespeare": "en", "ptb": "en", "wikitext-2": "en", "imdb": "en", "rt-polarity": "en",
+                 "conll2003": "en", "gigaword": "en", "squad": "en"}
+PIPELINE_TAG = {"lstm-lm": "text-generation"}
 
 
 def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _yaml(value) -> str:
+    """A scalar as YAML: JSON's quoting is valid YAML."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def front_matter(config: dict, name: str) -> List[str]:
+    """The Hugging Face model-card metadata block."""
+    data = (config.get("data") or {}).get("name")
+    tags = ["lstm", "pytorch", f"{config.get('tokenizer', 'char')}-level"]
+    task = PIPELINE_TAG.get(config.get("model_type", "lstm-lm"), "text-generation")
+    lines = ["---", f"license: {_yaml(config.get('license', 'unknown'))}"]
+    if data in DATA_LANGUAGE:
+        lines += ["language:", f"  - {DATA_LANGUAGE[data]}"]
+    lines += ["library_name: lstmgen", "tags:"] + [f"  - {t}" for t in tags + [task]]
+    if data:
+        lines += ["datasets:", f"  - {_yaml(data)}"]
+    valid = (config.get("metrics") or {}).get("valid") or {}
+    if valid:
+        lines += ["metrics:", "  - perplexity"]
+    lines.append(f"pipeline_tag: {task}")
+    if valid and data:
+        lines += ["model-index:", f"  - name: {_yaml(name)}", "    results:", "      - task:",
+                  f"          type: {task}", "        dataset:", f"          name: {_yaml(data)}",
+                  f"          type: {_yaml(data)}", "          split: valid", "        metrics:"]
+        for key, label in (("loss", "loss (nats/token, carried state)"), ("perplexity", "perplexity"),
+                           ("bpc", "bits per character"), ("window256_loss", "loss (256-token windows)")):
+            if key in valid:
+                lines += [f"          - type: {key}", f"            value: {round(valid[key], 4)}",
+                          f"            name: {_yaml(label)}"]
+    return lines + ["---", ""]
+
+
 def model_card(config: dict, folder: Path) -> str:
     """Markdown describing the model: what it is, its data, size, metrics and the command that made it."""
     m, name = config.get("model", {}), Path(folder).name
-    lines = [f"# {name}", "",
-             f"An LSTM language model made with lstmgen {config.get('lstmgen_version', '')}: "
-             f"{config.get('tokenizer', '?')}-level tokens, {m.get('num_layers')} x {m.get('hidden_size')} LSTM, "
-             f"embedding {m.get('embed_size') or m.get('hidden_size')}, vocabulary {m.get('vocab_size')}"
-             + (f", {config['num_parameters']:,} parameters" if "num_parameters" in config else "") + ".", "",
-             "```python", "import lstmgen",
-             f'gen = lstmgen.load("{name}")  # this folder\'s path, or its name for a bundled model',
-             'print(gen.generate("ROMEO:", max_new_tokens=200, temperature=0.8, seed=1))', "```", ""]
+    lines = front_matter(config, name) + [
+        f"# {name}", "",
+        f"An LSTM language model made with lstmgen {config.get('lstmgen_version', '')}: "
+        f"{config.get('tokenizer', '?')}-level tokens, {m.get('num_layers')} x {m.get('hidden_size')} LSTM, "
+        f"embedding {m.get('embed_size') or m.get('hidden_size')}, vocabulary {m.get('vocab_size')}"
+        + (f", {config['num_parameters']:,} parameters" if "num_parameters" in config else "") + ".", "",
+        "## Use", "",
+        "```python", "import lstmgen",
+        f'gen = lstmgen.load("{name}")  # this folder\'s path, or its name for a bundled model',
+        'print(gen.generate("ROMEO:", max_new_tokens=200, temperature=0.8, seed=1))', "```", "",
+        f"or `lstmgen generate {name} --prompt \"ROMEO:\"`, or `lstmgen serve {name}` for the OpenAI-compatible "
+        "API and a playground.", ""]
     data = config.get("data")
     if data:
         lines += ["## Data", "", f"- source: `{data.get('name')}`", f"- splits: {data.get('split_note', '')}",
                   f"- training tokens: {data.get('train_tokens', '?'):,}" if isinstance(data.get("train_tokens"), int)
                   else "", ""]
+    lines += ["## Hyper-parameters", "", "| setting | value |", "| --- | --- |"]
+    lines += [f"| {k} | {v} |" for k, v in m.items()]
+    training = config.get("training") or {}
+    lines += [f"| {k} | {v} |" for k, v in training.get("config", {}).items() if v is not None]
+    lines.append("")
     metrics = config.get("metrics")
     if metrics:
-        lines += ["## Metrics", "", "| split | figure | value |", "| --- | --- | --- |"]
+        lines += ["## Evaluation", "", "| split | figure | value |", "| --- | --- | --- |"]
         for split, vals in metrics.items():
             for k, v in vals.items():
                 lines.append(f"| {split} | {k} | {_fmt(v)} |")
         lines += ["", "`loss` is nats per token with the LSTM state carried over the whole split; "
                   "`window256_loss` scores non-overlapping 256-token windows, each from a zero state.", ""]
-    training = config.get("training")
     if training:
         s = training.get("summary", {})
         lines += ["## Training", "", f"- steps: {s.get('steps')}, epochs: {s.get('epochs')}, "
                   f"minutes: {s.get('minutes')} on {training.get('device', '?')}", ""]
         if training.get("command"):
             lines += ["Made with:", "", "```", training["command"], "```", ""]
-        lines += ["Settings: " + ", ".join(f"{k}={v}" for k, v in training.get("config", {}).items()), ""]
     if (Path(folder) / "loss.png").exists():
         lines += ["![loss curve](loss.png)", ""]
+    lines += ["## Limitations", "",
+              "- It imitates the style and vocabulary of its training text and knows nothing else: what it "
+              "writes is not true, and it repeats what the data contains, biases and offensive text included.",
+              "- Its memory is the LSTM state: it keeps the gist of the last few hundred tokens, not a whole "
+              "document, and it never saw text longer than its training windows in one piece.",
+              "- " + ("A character it never saw becomes `<unk>` in a prompt, and it never writes one."
+                      if config.get("tokenizer") in ("char", "word") else
+                      "Byte-level BPE reads any text, but text unlike the training data gets little sense back."),
+              ""]
     return "\n".join(line for line in lines if line is not None)
