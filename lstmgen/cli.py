@@ -139,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
         srv.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
                          help=f"default {f.default}")
 
+    exp = sub.add_parser("export", help="write a model in another format").add_subparsers(dest="format",
+                                                                                         required=True)
+    onnx_p = exp.add_parser("onnx", help="one ONNX graph that prefills and decodes (input_ids, h0, c0 -> "
+                            "logits, h_n, c_n); the tokenizer rides in its metadata")
+    onnx_p.add_argument("model", help="model folder or bundled name")
+    onnx_p.add_argument("out", help="the .onnx file to write")
+
     ds = sub.add_parser("datasets", help="the data set registry")
     dsub = ds.add_subparsers(dest="action", required=True)
     dsub.add_parser("list", help="known data sets")
@@ -292,6 +299,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+    from .pipelines import load
+
+    path = export_onnx(load(args.model), args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from .data import registry
 
@@ -323,7 +339,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"train": cmd_train_lm, "generate": cmd_generate, "eval": cmd_eval, "serve": cmd_serve,
-               "datasets": cmd_datasets}
+               "export": cmd_export, "datasets": cmd_datasets}
     try:
         return handler[args.command](args)
     except LstmgenError as e:
