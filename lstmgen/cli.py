@@ -139,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
         srv.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None,
                          help=f"default {f.default}")
 
+    ins = sub.add_parser("inspect", help="an HTML report of gate and cell activations over a text")
+    ins.add_argument("model", help="model folder or bundled name")
+    src = ins.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="the text to read")
+    src.add_argument("--text-file", help="read the text from this file ('-': standard input)")
+    ins.add_argument("--out", default="report.html", help="the HTML report (default report.html)")
+    ins.add_argument("--png", help="also a PNG of the best cells")
+    ins.add_argument("--cells", help="cells to show besides those found, as layer:unit pairs (1:37,0:12)")
+    ins.add_argument("--top", type=int, default=6, help="how many found cells to show (default 6)")
+
     exp = sub.add_parser("export", help="write a model in another format").add_subparsers(dest="format",
                                                                                          required=True)
     onnx_p = exp.add_parser("onnx", help="one ONNX graph that prefills and decodes (input_ids, h0, c0 -> "
@@ -299,6 +309,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .pipelines import load
+    from .visualize import find_cells, parse_cells, trace, write_png, write_report
+
+    if args.text is not None:
+        text = args.text
+    elif args.text_file == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = open(args.text_file, encoding="utf-8").read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserInputError(f"--text-file {args.text_file}: {e}") from None
+    try:
+        cells = parse_cells(args.cells)
+        tr = trace(load(args.model), text)
+        out = write_report(tr, args.out, title=f"lstmgen inspect: {args.model}", cells=cells, top=args.top)
+        png = write_png(tr, args.png, cells=cells, top=min(args.top, 4)) if args.png else None
+    except ValueError as e:
+        raise UserInputError(str(e)) from None
+    for d in find_cells(tr)[:args.top]:
+        print(f"layer {d['layer']} cell {d['unit']:4d}  r = {d['r']:+.3f}  {d['feature']}")
+    print(f"wrote {out}" + (f" and {png}" if png else ""))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
     from .pipelines import load
@@ -339,7 +375,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"train": cmd_train_lm, "generate": cmd_generate, "eval": cmd_eval, "serve": cmd_serve,
-               "export": cmd_export, "datasets": cmd_datasets}
+               "inspect": cmd_inspect, "export": cmd_export, "datasets": cmd_datasets}
     try:
         return handler[args.command](args)
     except LstmgenError as e:

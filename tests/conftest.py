@@ -1,6 +1,7 @@
 """Shared fixtures. Every test gets a private user cache; data sets come from $LSTMGEN_DATA or are skipped."""
 import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,22 @@ def tiny_model_dir(tmp_path_factory, corpus_file) -> Path:
                                         warmup_steps=5, lr=5e-3))
     train_lm(recipe, command="pytest fixture")
     return out
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless chromium through Playwright (`playwright install` cannot download here)."""
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium (.ci/run does: apt-get install -y chromium)")
+        pytest.skip("chromium is not installed (apt-get install -y chromium); browser test skipped")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                              args=["--no-sandbox", "--disable-background-networking"])
+        yield b
+        b.close()

@@ -27,13 +27,18 @@ BACKENDS = ("auto", "fused", "reference")
 State = Tuple[Tensor, Tensor]
 
 
-def lstm_cell(x_proj: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Optional[Tensor]) -> State:
-    """One step of the equations. `x_proj` is W_ih x_t + b_ih, computed for all steps at once."""
+def lstm_gates(x_proj: Tensor, h: Tensor, w_hh: Tensor, b_hh: Optional[Tensor]) -> Tuple[Tensor, ...]:
+    """The input, forget, cell-candidate and output gates (i, f, g, o) of one step, in torch's order."""
     gates = x_proj + h @ w_hh.t()
     if b_hh is not None:
         gates = gates + b_hh
     i, f, g, o = gates.chunk(4, dim=-1)
-    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+    return torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+
+
+def lstm_cell(x_proj: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Optional[Tensor]) -> State:
+    """One step of the equations. `x_proj` is W_ih x_t + b_ih, computed for all steps at once."""
+    i, f, g, o = lstm_gates(x_proj, h, w_hh, b_hh)
     c = f * c + i * g
     h = o * torch.tanh(c)
     return h, c
