@@ -245,7 +245,9 @@ def create_app(models: Dict[str, object], config: Optional[ServerConfig] = None,
     for endpoint, task in TASK_ENDPOINTS.items():
         app.post(f"/v1/{endpoint}")(task_handler(endpoint, task, models, model_or_404, config, on_engine))
 
-    return Guard(app, config.max_body_bytes, config.max_concurrent_requests, metrics, KNOWN_PATHS)
+    guard = Guard(app, config.max_body_bytes, config.max_concurrent_requests, metrics, KNOWN_PATHS)
+    guard.engine = engine
+    return guard
 
 
 def task_handler(endpoint: str, task: str, models, model_or_404, config: ServerConfig, on_engine):

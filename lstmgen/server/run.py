@@ -51,7 +51,7 @@ def serve(names_or_dirs: Sequence[str], config: ServerConfig, bundled: bool = Tr
         except OSError as e:
             raise UserInputError(f"cannot listen on {config.host}:{config.port}: {e.strerror}") from None
     app = create_app(load_models(names_or_dirs, bundled, device), config, engine_thread=False)
-    engine = app.app.state.engine
+    engine = app.engine
     # uvicorn's own connection limit sits above ours, so that past max_concurrent_requests clients get
     # our 503 in the API's error shape; idle keep-alive connections close after 5 s.
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level,
