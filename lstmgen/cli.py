@@ -10,10 +10,32 @@ import argparse
 import json
 import sys
 from dataclasses import fields
+from pathlib import Path
 from typing import List, Optional
 
 from . import __version__
 from .errors import LstmgenError, UserInputError
+
+CLASSIFY_FLAGS = {
+    "vocab-size": (int, "words in the vocabulary"),
+    "max-length": (int, "tokens read per text"),
+    "truncate": (str, "pre (keep the end) | post (keep the start)"),
+    "normalize": (str, "keras | lower | none"),
+    "embed-size": (int, "embedding size"),
+    "hidden-size": (int, "LSTM units per direction"),
+    "num-layers": (int, "LSTM layers"),
+    "bidirectional": (lambda v: v.lower() in ("1", "true", "yes"), "true | false"),
+    "pooling": (str, "last | max | mean | attention"),
+    "dropout": (float, "dropout"),
+    "batch-size": (int, "batch size"),
+    "lr": (float, "learning rate"),
+    "optimizer": (str, "adamw | sgd | rmsprop"),
+    "max-epochs": (float, "epochs"),
+    "max-minutes": (float, "time budget"),
+    "seed": (int, "random seed"),
+    "device": (str, "auto | cpu | cuda | mps"),
+}
+TRAIN_KEYS = {"batch_size", "lr", "optimizer", "max_epochs", "max_minutes", "seed", "device"}
 
 # flag -> (type, help); all default to None so that "not given" is visible and the TOML can fill it.
 LM_FLAGS = {
@@ -98,6 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--config", help="a TOML file of settings (flags override it)")
     lm.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     _add_flags(lm, LM_FLAGS)
+
+    cl = train.add_parser("classify", help="a text classifier on labelled texts")
+    cl.add_argument("--data", required=True, help="imdb, rt-polarity, or file.csv|.tsv|.jsonl:TEXT_FIELD:LABEL_FIELD")
+    cl.add_argument("--out", help="the model folder to write (default runs/<preset or data>)")
+    cl.add_argument("--preset", help="keras-imdb (the Keras tutorial exactly) or bilstm-imdb")
+    cl.add_argument("--folds", type=int, help="k-fold cross-validation instead of one run: prints the mean "
+                    "accuracy (folders out/fold-i)")
+    _add_flags(cl, CLASSIFY_FLAGS)
+
+    cls_p = sub.add_parser("classify", help="label texts with a classifier folder")
+    cls_p.add_argument("model", help="classifier folder")
+    cls_p.add_argument("texts", nargs="*", help="texts to classify")
+    cls_p.add_argument("--input", help="a file of texts, one per line ('-' reads standard input)")
+    cls_p.add_argument("--json", action="store_true", help="one JSON object per text")
 
     gen = sub.add_parser("generate", help="sample text from a model folder or bundled model")
     gen.add_argument("model", help="model folder or bundled name (e.g. shakespeare-char)")
@@ -299,6 +335,51 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_classify(args: argparse.Namespace) -> int:
+    from .classification import ClassifierRecipe, train_classifier
+
+    given = {k.replace("-", "_"): getattr(args, k.replace("-", "_")) for k in CLASSIFY_FLAGS}
+    given = {k: v for k, v in given.items() if v is not None}
+    train = {k: given.pop(k) for k in list(given) if k in TRAIN_KEYS}
+    out = args.out or f"runs/{args.preset or Path(args.data.split(':')[0]).stem}"
+    recipe = ClassifierRecipe.from_preset(args.preset, data=args.data, out=out, train=train, **given)
+    if args.folds:
+        from .classification import cross_validate
+
+        result = cross_validate(recipe, args.folds)
+        print(f"{args.folds}-fold cross-validation: accuracy {result['mean_accuracy']:.4f} "
+              f"(folds {', '.join(f'{a:.4f}' for a in result['accuracies'])})")
+        return 0
+    result = train_classifier(recipe)
+    for split, m in result["metrics"].items():
+        print(f"{split}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} ({m['examples']} texts)")
+    print(f"model folder: {result['out']} (confusion matrix: {result['out']}/confusion.png)")
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from .classification import TextClassifier
+    from .pipelines import load
+
+    texts = list(args.texts)
+    if args.input:
+        fh = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
+        with fh:
+            texts += [line.rstrip("\n") for line in fh if line.strip()]
+    if not texts:
+        raise UserInputError("give texts to classify, or --input FILE (one per line; - for standard input)")
+    clf = load(args.model)
+    if not isinstance(clf, TextClassifier):
+        raise UserInputError(f"{args.model} is not a classifier folder (it is a {clf.task} model)")
+    for text, r in zip(texts, clf.predict(texts)):
+        if args.json:
+            print(json.dumps({"text": text, **r}, ensure_ascii=False))
+        else:
+            probs = ", ".join(f"{k} {v:.3f}" for k, v in r["probabilities"].items())
+            print(f"{r['label']}\t({probs})\t{text}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server.config import ServerConfig
     from .server.run import serve
@@ -374,8 +455,11 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"train": cmd_train_lm, "generate": cmd_generate, "eval": cmd_eval, "serve": cmd_serve,
-               "inspect": cmd_inspect, "export": cmd_export, "datasets": cmd_datasets}
+    if args.command == "train" and args.task == "classify":
+        args.command = "train-classify"
+    handler = {"train": cmd_train_lm, "train-classify": cmd_train_classify, "classify": cmd_classify,
+               "generate": cmd_generate, "eval": cmd_eval, "serve": cmd_serve, "inspect": cmd_inspect,
+               "export": cmd_export, "datasets": cmd_datasets}
     try:
         return handler[args.command](args)
     except LstmgenError as e:

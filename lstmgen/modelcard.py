@@ -14,7 +14,19 @@ from typing import List
 # What each registry data set is written in; a folder trained on other data leaves the language out.
 DATA_LANGUAGE = {"tinyshakespeare": "en", "ptb": "en", "wikitext-2": "en", "imdb": "en", "rt-polarity": "en",
                  "conll2003": "en", "gigaword": "en", "squad": "en"}
-PIPELINE_TAG = {"lstm-lm": "text-generation"}
+PIPELINE_TAG = {"lstm-lm": "text-generation", "lstm-classifier": "text-classification"}
+# The figures the model-index lists, by model type: (key in config metrics, its name).
+INDEX_METRICS = {
+    "lstm-lm": (("loss", "loss (nats/token, carried state)"), ("perplexity", "perplexity"),
+                ("bpc", "bits per character"), ("window256_loss", "loss (256-token windows)")),
+    "lstm-classifier": (("accuracy", "accuracy"), ("macro_f1", "macro-F1")),
+}
+USAGE = {
+    "lstm-lm": ('print(gen.generate("ROMEO:", max_new_tokens=200, temperature=0.8, seed=1))',
+                'lstmgen generate {name} --prompt "ROMEO:"'),
+    "lstm-classifier": ('print(gen.predict(["A wonderful film.", "Two hours I will not get back."]))',
+                        'lstmgen classify {name} "A wonderful film."'),
+}
 
 
 def _fmt(v) -> str:
@@ -30,44 +42,50 @@ def front_matter(config: dict, name: str) -> List[str]:
     """The Hugging Face model-card metadata block."""
     data = (config.get("data") or {}).get("name")
     tags = ["lstm", "pytorch", f"{config.get('tokenizer', 'char')}-level"]
-    task = PIPELINE_TAG.get(config.get("model_type", "lstm-lm"), "text-generation")
+    kind = config.get("model_type", "lstm-lm")
+    task = PIPELINE_TAG.get(kind, "text-generation")
     lines = ["---", f"license: {_yaml(config.get('license', 'unknown'))}"]
     if data in DATA_LANGUAGE:
         lines += ["language:", f"  - {DATA_LANGUAGE[data]}"]
     lines += ["library_name: lstmgen", "tags:"] + [f"  - {t}" for t in tags + [task]]
     if data:
         lines += ["datasets:", f"  - {_yaml(data)}"]
-    valid = (config.get("metrics") or {}).get("valid") or {}
-    if valid:
-        lines += ["metrics:", "  - perplexity"]
+    metrics = config.get("metrics") or {}
+    split = "test" if "test" in metrics else "valid"
+    valid = metrics.get(split) or {}
+    named = [(k, label) for k, label in INDEX_METRICS.get(kind, ()) if k in valid]
+    if named:
+        lines += ["metrics:"] + [f"  - {k}" for k, _ in named[:2]]
     lines.append(f"pipeline_tag: {task}")
-    if valid and data:
+    if named and data:
         lines += ["model-index:", f"  - name: {_yaml(name)}", "    results:", "      - task:",
                   f"          type: {task}", "        dataset:", f"          name: {_yaml(data)}",
-                  f"          type: {_yaml(data)}", "          split: valid", "        metrics:"]
-        for key, label in (("loss", "loss (nats/token, carried state)"), ("perplexity", "perplexity"),
-                           ("bpc", "bits per character"), ("window256_loss", "loss (256-token windows)")):
-            if key in valid:
-                lines += [f"          - type: {key}", f"            value: {round(valid[key], 4)}",
-                          f"            name: {_yaml(label)}"]
+                  f"          type: {_yaml(data)}", f"          split: {split}", "        metrics:"]
+        for key, label in named:
+            lines += [f"          - type: {key}", f"            value: {round(valid[key], 4)}",
+                      f"            name: {_yaml(label)}"]
     return lines + ["---", ""]
 
 
 def model_card(config: dict, folder: Path) -> str:
     """Markdown describing the model: what it is, its data, size, metrics and the command that made it."""
     m, name = config.get("model", {}), Path(folder).name
+    kind = config.get("model_type", "lstm-lm")
+    what = ("an LSTM language model" if kind == "lstm-lm" else
+            f"an LSTM text classifier ({', '.join(config.get('labels', []))})")
+    python, shell = USAGE.get(kind, USAGE["lstm-lm"])
     lines = front_matter(config, name) + [
         f"# {name}", "",
-        f"An LSTM language model made with lstmgen {config.get('lstmgen_version', '')}: "
-        f"{config.get('tokenizer', '?')}-level tokens, {m.get('num_layers')} x {m.get('hidden_size')} LSTM, "
+        f"{what[0].upper() + what[1:]} made with lstmgen {config.get('lstmgen_version', '')}: "
+        f"{config.get('tokenizer', '?')}-level tokens, {m.get('num_layers')} x {m.get('hidden_size')} "
+        f"{'BiLSTM' if m.get('bidirectional') else 'LSTM'}, "
         f"embedding {m.get('embed_size') or m.get('hidden_size')}, vocabulary {m.get('vocab_size')}"
         + (f", {config['num_parameters']:,} parameters" if "num_parameters" in config else "") + ".", "",
         "## Use", "",
         "```python", "import lstmgen",
         f'gen = lstmgen.load("{name}")  # this folder\'s path, or its name for a bundled model',
-        'print(gen.generate("ROMEO:", max_new_tokens=200, temperature=0.8, seed=1))', "```", "",
-        f"or `lstmgen generate {name} --prompt \"ROMEO:\"`, or `lstmgen serve {name}` for the OpenAI-compatible "
-        "API and a playground.", ""]
+        python, "```", "",
+        f"or `{shell.format(name=name)}`, or `lstmgen serve {name}` for the HTTP API and a playground.", ""]
     data = config.get("data")
     if data:
         lines += ["## Data", "", f"- source: `{data.get('name')}`", f"- splits: {data.get('split_note', '')}",
@@ -83,9 +101,11 @@ def model_card(config: dict, folder: Path) -> str:
         lines += ["## Evaluation", "", "| split | figure | value |", "| --- | --- | --- |"]
         for split, vals in metrics.items():
             for k, v in vals.items():
-                lines.append(f"| {split} | {k} | {_fmt(v)} |")
+                if not isinstance(v, (list, dict)):
+                    lines.append(f"| {split} | {k} | {_fmt(v)} |")
         lines += ["", "`loss` is nats per token with the LSTM state carried over the whole split; "
-                  "`window256_loss` scores non-overlapping 256-token windows, each from a zero state.", ""]
+                  "`window256_loss` scores non-overlapping 256-token windows, each from a zero state."
+                  if kind == "lstm-lm" else "Accuracy and macro-F1 (the unweighted mean of the classes' F1).", ""]
     if training:
         s = training.get("summary", {})
         lines += ["## Training", "", f"- steps: {s.get('steps')}, epochs: {s.get('epochs')}, "
@@ -94,6 +114,17 @@ def model_card(config: dict, folder: Path) -> str:
             lines += ["Made with:", "", "```", training["command"], "```", ""]
     if (Path(folder) / "loss.png").exists():
         lines += ["![loss curve](loss.png)", ""]
+    if (Path(folder) / "confusion.png").exists():
+        lines += ["![confusion matrix](confusion.png)", ""]
+    if kind == "lstm-classifier":
+        lines += ["## Limitations", "",
+                  "- It knows the labels and the kind of text it was trained on; other domains (tweets for a "
+                  "movie-review model) get confident answers that are often wrong.",
+                  f"- It reads at most {(config.get('prep') or {}).get('max_length', '?')} words of a text "
+                  f"({'the last ones' if (config.get('prep') or {}).get('truncate') == 'pre' else 'the first'}).",
+                  "- Words outside its vocabulary are all the same `<unk>` to it; sarcasm and negation far "
+                  "from their object are its classic errors.", ""]
+        return "\n".join(line for line in lines if line is not None)
     lines += ["## Limitations", "",
               "- It imitates the style and vocabulary of its training text and knows nothing else: what it "
               "writes is not true, and it repeats what the data contains, biases and offensive text included.",

@@ -316,7 +316,11 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
 
 
-PIPELINES = {MODEL_TYPE: TextGenerator}
+def _pipelines() -> dict:
+    from .classification import MODEL_TYPE as CLASSIFIER
+    from .classification import TextClassifier
+
+    return {MODEL_TYPE: TextGenerator, CLASSIFIER: TextClassifier}
 
 
 def load(name_or_dir, **kwargs) -> TextGenerator:
@@ -329,10 +333,11 @@ def load(name_or_dir, **kwargs) -> TextGenerator:
     d = resolve_model_dir(name_or_dir)
     cfg = read_json(d / "config.json") if (d / "config.json").is_file() else {}
     kind = cfg.get("model_type", MODEL_TYPE)
-    if kind not in PIPELINES:
+    pipelines = _pipelines()
+    if kind not in pipelines:
         raise ModelFolderError(f"{d / 'config.json'}: model_type {kind!r} is not one of "
-                               f"{', '.join(PIPELINES)}; this folder is not an lstmgen model")
-    return PIPELINES[kind].from_pretrained(d, **kwargs)
+                               f"{', '.join(pipelines)}; this folder is not an lstmgen model")
+    return pipelines[kind].from_pretrained(d, **kwargs)
 
 
 __all__ = ["TextGenerator", "load", "bundled_models", "resolve_model_dir"]

@@ -97,7 +97,7 @@ def test_ctrl_c_then_resume_is_bit_exact(tmp_path):
     full = _trainer(tmp_path, "full")
     full.fit()
     part = _trainer(tmp_path, "part")
-    window, calls = part.batcher.window, []
+    window, calls = part.task.batcher.window, []
 
     def interrupt_at_step_23(k):  # Ctrl-C arrives while step 23 is being fetched
         calls.append(k)
@@ -105,7 +105,7 @@ def test_ctrl_c_then_resume_is_bit_exact(tmp_path):
             raise KeyboardInterrupt
         return window(k)
 
-    part.batcher.window = interrupt_at_step_23
+    part.task.batcher.window = interrupt_at_step_23
     assert part.fit()["interrupted"] and part.step == 22
     resumed = _trainer(tmp_path, "part")
     assert resumed.resume() and resumed.step == 22

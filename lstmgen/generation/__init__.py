@@ -1,6 +1,13 @@
 """Decoding: options, logits processors, the engine (sampling, greedy, beam search) and text assembly."""
 from .config import GenerationConfig
-from .engine import DecoderState, Row, SamplingDecoder, SequenceOutput, beam_search, prefill
+from .engine import (
+           DecoderState,
+           Row,
+           SamplingDecoder,
+           SequenceOutput,
+           beam_search,
+           prefill,
+)
 from .jobs import TextJob
 from .processors import History, apply_processors, warp
 from .text import GeneratedText, TextAssembler

@@ -6,7 +6,14 @@ from typing import Dict, List, Optional
 
 from ..generation import GeneratedText, TextJob
 from .config import ServerConfig
-from .schema import CompletionRequest, completion_body, completion_id, finish_reason, sse, usage
+from .schema import (
+    CompletionRequest,
+    completion_body,
+    completion_id,
+    finish_reason,
+    sse,
+    usage,
+)
 
 
 class ParamError(ValueError):

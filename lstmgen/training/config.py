@@ -7,7 +7,7 @@ from typing import Optional
 from ..errors import UserInputError, check_range
 from ..serial import JSONConfig
 
-OPTIMIZERS = ("adamw", "sgd")
+OPTIMIZERS = ("adamw", "sgd", "rmsprop")
 SCHEDULES = ("cosine", "constant")
 
 
@@ -19,7 +19,7 @@ class TrainConfig(JSONConfig):
         batch_size: parallel streams per step (B).
         bptt: window length of truncated backpropagation through time (T).
         lr: peak learning rate.
-        optimizer: "adamw" or "sgd".
+        optimizer: "adamw", "sgd" or "rmsprop" (Keras' defaults: rho 0.9, eps 1e-7).
         weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
         momentum: SGD momentum.
         warmup_steps: linear warm-up from 0 to lr.

@@ -28,3 +28,28 @@ def plot_loss(records: Iterable[dict], path: Path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_confusion(confusion, labels, path: Path, title: str = "") -> None:
+    """A confusion matrix (rows: true label, columns: predicted) with the counts written in."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(1.2 * n + 2.5, 1.1 * n + 2), dpi=110)
+    ax.imshow(confusion, cmap="Blues")
+    top = max(max(row) for row in confusion) or 1
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(confusion[i][j]), ha="center", va="center",
+                    color="white" if confusion[i][j] > top / 2 else "black")
+    ax.set_xticks(range(n), labels, rotation=45 if n > 4 else 0)
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "confusion matrix")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

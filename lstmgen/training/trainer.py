@@ -1,4 +1,5 @@
-"""The Trainer: truncated-BPTT language-model training with a budget, evaluation, checkpoints and resume.
+"""The Trainer: training with a budget, evaluation, checkpoints and resume, for any Task (tasks.py):
+truncated-BPTT language modelling, text classification.
 
 One loop serves every budget: training ends when the largest of step/max_steps, epoch/max_epochs and
 minutes/max_minutes reaches 1, and the cosine learning-rate schedule follows that same fraction, so a
@@ -11,19 +12,22 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Union
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data import StreamBatcher, TokenArray
+from ..data import TokenArray
 from ..errors import UserInputError
-from ..models import LanguageModel, detach_state
-from .checkpoint import atomic_save_tensors, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors
+from .checkpoint import (
+    atomic_save_tensors,
+    load_checkpoint,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+)
 from .config import TrainConfig
-from .evaluate import stateful_loss, summarize
 from .plots import plot_loss
+from .tasks import LMTask
 
 CHECKPOINT = "checkpoint.safetensors"
 LOG = "training_log.jsonl"
@@ -59,25 +63,27 @@ def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
 
 
 class Trainer:
-    """Trains a LanguageModel on a token array.
+    """Trains a model on a task.
 
     Args:
         model: the model (moved to the chosen device).
-        train: training tokens.
-        valid: validation tokens (None: no evaluation, the last weights are kept).
+        train: a Task (tasks.py), or training tokens for a language model (then `valid` are its
+            validation tokens).
+        valid: validation tokens of a language model (None: no evaluation, the last weights are kept).
         config: the settings.
         out_dir: where the log, the loss plot and the checkpoint go.
         on_best: called with the validation metrics whenever they improve (e.g. to save the model folder).
     """
 
-    def __init__(self, model: LanguageModel, train: TokenArray, valid: Optional[TokenArray],
-                 config: TrainConfig, out_dir, on_best: Optional[Callable[[Dict], None]] = None) -> None:
+    def __init__(self, model: torch.nn.Module, train: Union[TokenArray, "LMTask", object],
+                 valid: Optional[TokenArray], config: TrainConfig, out_dir,
+                 on_best: Optional[Callable[[Dict], None]] = None) -> None:
         self.cfg, self.out = config, Path(out_dir)
         self.device = pick_device(config.device)
         torch.manual_seed(config.seed)
         self.model = model.to(self.device)
-        self.train_tokens, self.valid = train, valid
-        self.batcher = StreamBatcher(train.ids, config.batch_size, config.bptt)
+        self.task = LMTask(train, valid, config) if isinstance(train, TokenArray) else train
+        self.has_valid = bool(self.task.valid)
         self.opt = self._make_optimizer()
         self.on_best = on_best
         self.step, self.window, self.epoch, self.elapsed = 0, 0, 0, 0.0
@@ -85,14 +91,15 @@ class Trainer:
         self.best_state: Optional[Dict[str, torch.Tensor]] = None
         self.bad_evals = 0
         self.bad_steps, self.lr_scale = 0, 1.0
-        self.state = model.init_state(config.batch_size, self.device)
-        self.tokens_per_char = len(train) / max(train.num_chars, 1)
+        self.state = self.task.initial_state(self.model, self.device)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         c, params = self.cfg, list(self.model.parameters())
         fused = self.device.type == "cuda"
         if c.optimizer == "sgd":
             return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        if c.optimizer == "rmsprop":  # Keras' defaults: rho 0.9, eps 1e-7
+            return torch.optim.RMSprop(params, lr=c.lr, alpha=0.9, eps=1e-7, weight_decay=c.weight_decay)
         return torch.optim.AdamW(params, lr=c.lr, betas=(0.9, 0.99), weight_decay=c.weight_decay,
                                  fused=fused or None)
 
@@ -103,7 +110,7 @@ class Trainer:
         if c.max_steps:
             fr.append(self.step / c.max_steps)
         if c.max_epochs:
-            fr.append((self.epoch + self.window / len(self.batcher)) / c.max_epochs)
+            fr.append((self.epoch + self.window / len(self.task)) / c.max_epochs)
         if c.max_minutes:
             fr.append(self.elapsed / (60 * c.max_minutes))
         return max(fr)
@@ -130,16 +137,14 @@ class Trainer:
                 lr = lr_at(c, self.step, self.progress()) * self.lr_scale
                 for g in self.opt.param_groups:
                     g["lr"] = lr
-                x, y = (t.to(self.device, non_blocking=True) for t in self.batcher.window(self.window))
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                    logits, state = self.model(x, self.state)
-                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+                batch = [t.to(self.device, non_blocking=True) for t in self.task.batch(self.epoch, self.window)]
+                loss, state, n_tokens = self.task.loss(self.model, batch, self.state, use_amp)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip if c.clip else float("inf"))
                 if bool(torch.isfinite(norm)):  # a NaN/inf loss makes the gradient norm non-finite too
                     self.opt.step()
-                    self.state = detach_state(state)  # truncated BPTT: keep the values, cut the graph
+                    self.state = state
                     run_loss += loss.detach()
                     run_n += 1
                     self.bad_steps = 0
@@ -149,25 +154,25 @@ class Trainer:
                         self._roll_back()
                         bar.n = self.step
                         continue
-                run_tokens += y.numel()
+                run_tokens += n_tokens
                 self.step += 1
                 self.window += 1
-                if self.window == len(self.batcher):  # epoch end: streams restart at their beginnings
+                if self.window == len(self.task):  # epoch end: streams restart at their beginnings
                     self.window, self.epoch = 0, self.epoch + 1
-                    self.state = self.model.init_state(c.batch_size, self.device)
+                    self.state = self.task.initial_state(self.model, self.device)
                 self.elapsed = time.perf_counter() - t0
                 bar.update(1)
                 due = self.step % c.eval_every == 0 or self.progress() >= 1.0  # evaluate and checkpoint
                 if self.step % c.log_every == 0 or due:
                     now = time.perf_counter()
-                    record = {"step": self.step, "epoch": round(self.epoch + self.window / len(self.batcher), 4),
+                    record = {"step": self.step, "epoch": round(self.epoch + self.window / len(self.task), 4),
                               "loss": run_loss.item() / max(run_n, 1), "lr": lr, "grad_norm": float(norm),
                               "tokens_per_s": round(run_tokens / max(now - t_last, 1e-9), 1),
                               "elapsed_s": round(self.elapsed, 2)}
                     run_loss.zero_()
                     run_n, run_tokens, t_last = 0, 0, now
                     if due:
-                        if self.valid is not None:
+                        if self.has_valid:
                             record.update(self._evaluate())
                             stopped_early = c.patience is not None and self.bad_evals >= c.patience
                         self.save_checkpoint()
@@ -175,9 +180,7 @@ class Trainer:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                     bar.total = self._estimate_total()
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", ppl=f"{math.exp(min(record['loss'], 50)):.2f}",
-                                    tok_s=f"{record['tokens_per_s']:.0f}",
-                                    **({"val": f"{record['valid_loss']:.3f}"} if "valid_loss" in record else {}))
+                    bar.set_postfix(**self.task.postfix(record), tok_s=f"{record['tokens_per_s']:.0f}")
                     if stopped_early:
                         break
         except KeyboardInterrupt:
@@ -189,7 +192,7 @@ class Trainer:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         self.plot()
-        return {"steps": self.step, "epochs": round(self.epoch + self.window / len(self.batcher), 3),
+        return {"steps": self.step, "epochs": round(self.epoch + self.window / len(self.task), 3),
                 "minutes": round(self.elapsed / 60, 2), "best": self.best, "interrupted": interrupted,
                 "stopped_early": stopped_early}
 
@@ -199,7 +202,7 @@ class Trainer:
             return self.cfg.max_steps
         if self.step == 0 or p <= 0:
             c = self.cfg
-            return c.max_steps or int(len(self.batcher) * (c.max_epochs or 1))
+            return c.max_steps or int(len(self.task) * (c.max_epochs or 1))
         return max(self.step, int(round(self.step / p)))
 
     # -- numerics ----------------------------------------------------------------------------------
@@ -207,7 +210,7 @@ class Trainer:
         """Skip a step whose loss or gradient is not finite; the carried state restarts from zero."""
         self.opt.zero_grad(set_to_none=True)
         self.bad_steps += 1
-        self.state = self.model.init_state(self.cfg.batch_size, self.device)
+        self.state = self.task.initial_state(self.model, self.device)
         tqdm.write(f"lstmgen: step {self.step + 1}: non-finite loss or gradient (loss {loss}); step skipped "
                    f"({self.bad_steps} in a row)", file=sys.stderr)
 
@@ -220,10 +223,8 @@ class Trainer:
                    f"{self.step}; learning rate scaled by {scale:g}", file=sys.stderr)
 
     def _evaluate(self) -> Dict:
-        total, count = stateful_loss(self.model, self.valid.ids, self.cfg.eval_batch_size, device=self.device)
-        m = summarize(total, count, len(self.valid) / max(self.valid.num_chars, 1))
-        record = {"valid_loss": m["loss"], "valid_ppl": m["perplexity"], "valid_bpc": m["bpc"]}
-        if self.best is None or m["loss"] < self.best["valid_loss"]:
+        record = self.task.evaluate(self.model, self.device)
+        if self.task.better(record, self.best):
             self.best = {"step": self.step, **record}
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self.bad_evals = 0
@@ -249,14 +250,14 @@ class Trainer:
             tqdm.write("lstmgen: weights are not finite; checkpoint not written (the previous one stays)",
                        file=sys.stderr)
             return
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()
-                   if k != "decoder.weight" or not self.model.config.tie_weights}
+        tied = getattr(self.model.config, "tie_weights", False)
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items() if k != "decoder.weight" or not tied}
         if self.best_state is not None:
-            tensors.update({f"best.{k}": v for k, v in self.best_state.items()
-                            if k != "decoder.weight" or not self.model.config.tie_weights})
+            tensors.update({f"best.{k}": v for k, v in self.best_state.items() if k != "decoder.weight" or not tied})
         opt_tensors, opt_meta = optimizer_to_tensors(self.opt)
         tensors.update(opt_tensors)
-        tensors["state.h"], tensors["state.c"] = self.state
+        if self.state is not None:
+            tensors["state.h"], tensors["state.c"] = self.state
         tensors["rng.cpu"] = torch.get_rng_state()
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
@@ -276,7 +277,7 @@ class Trainer:
 
         def weights(prefix: str) -> Dict[str, torch.Tensor]:
             sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            if self.model.config.tie_weights:
+            if getattr(self.model.config, "tie_weights", False):
                 sd["decoder.weight"] = sd["embedding.weight"]
             return sd
 
@@ -284,7 +285,8 @@ class Trainer:
         if any(k.startswith("best.") for k in tensors):
             self.best_state = {k: v.to(self.device) for k, v in weights("best.").items()}
         optimizer_from_tensors(self.opt, tensors, meta["optimizer"])
-        self.state = (tensors["state.h"].to(self.device), tensors["state.c"].to(self.device))
+        if "state.h" in tensors:
+            self.state = (tensors["state.h"].to(self.device), tensors["state.c"].to(self.device))
         torch.set_rng_state(tensors["rng.cpu"])
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)

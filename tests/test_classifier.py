@@ -1,0 +1,152 @@
+"""The text classifier: packed sequences, pooling, labelled data with fixed splits and clear errors, training
+on a small synthetic task, the pipeline, the CLI and the server's /v1/classify."""
+import json
+import random
+
+import pytest
+import torch
+
+import lstmgen
+from lstmgen.classification import ClassifierRecipe, TextPrep, normalize, train_classifier
+from lstmgen.data.labelled import open_labelled
+from lstmgen.errors import UserInputError
+from lstmgen.models.classifier import ClassifierConfig, TextClassifierModel
+from lstmgen.training.metrics import classification_report
+
+POS = "good great wonderful superb lovely excellent brilliant".split()
+NEG = "bad awful terrible boring dull poor horrible".split()
+FILLER = "the movie film plot actor story scene was and it a of".split()
+
+
+def write_reviews(path, n=1500, seed=0):
+    rng = random.Random(seed)
+    with open(path, "w") as f:
+        for _ in range(n):
+            label = rng.choice(["pos", "neg"])
+            words = [rng.choice(FILLER) for _ in range(rng.randint(5, 30))]
+            for _ in range(rng.randint(1, 3)):
+                words.insert(rng.randint(0, len(words)), rng.choice(POS if label == "pos" else NEG))
+            f.write(json.dumps({"text": " ".join(words).capitalize() + ".", "label": label}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("clf")
+    data = write_reviews(d / "reviews.jsonl")
+    recipe = ClassifierRecipe.from_preset(None, data=f"{data}:text:label", out=str(d / "model"), hidden_size=32,
+                                          embed_size=32, train=dict(batch_size=32, max_epochs=3, lr=5e-3))
+    return train_classifier(recipe, command="test"), d / "model"
+
+
+@pytest.mark.parametrize("pooling", ["last", "max", "mean", "attention"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_padding_never_changes_a_prediction(pooling, bidirectional):
+    torch.manual_seed(0)
+    m = TextClassifierModel(ClassifierConfig(vocab_size=50, num_labels=3, embed_size=8, hidden_size=6,
+                                             num_layers=2, bidirectional=bidirectional, pooling=pooling)).eval()
+    short = torch.randint(1, 50, (1, 5))
+    batch = torch.randint(1, 50, (3, 12))
+    batch[1, :5] = short[0]
+    batch[1, 5:] = 0  # padding
+    alone = m(short, torch.tensor([5]))
+    together = m(batch, torch.tensor([12, 5, 9]))
+    assert together.shape == (3, 3) and torch.allclose(alone[0], together[1], atol=1e-6)
+
+
+def test_binary_head_and_bad_configs():
+    m = TextClassifierModel(ClassifierConfig(vocab_size=20, num_labels=2, binary=True))
+    assert m(torch.randint(0, 20, (4, 7)), torch.tensor([7, 3, 1, 5])).shape == (4, 1)
+    for bad in (dict(pooling="sum"), dict(num_labels=1), dict(binary=True, num_labels=3), dict(dropout=2.0)):
+        with pytest.raises(UserInputError):
+            ClassifierConfig(vocab_size=20, **{"num_labels": 2, **bad})
+
+
+def test_text_prep_follows_keras():
+    assert normalize("Great, (really) GREAT!", "keras").split() == ["great", "really", "great"]
+    tok = lstmgen.tokenizers.Tokenizer.train("word", ["a b c d e f"], vocab_size=20)
+    ids = tok.encode("a b c d e f")
+    assert TextPrep("keras", 3, "pre").ids(tok, "a b c d e f") == ids[-3:]
+    assert TextPrep("keras", 3, "post").ids(tok, "a b c d e f") == ids[:3]
+
+
+def test_metrics_by_hand():
+    gold = torch.tensor([0, 0, 1, 1, 2, 2])
+    pred = torch.tensor([0, 1, 1, 1, 2, 0])
+    r = classification_report(gold, pred, 3)
+    assert r["accuracy"] == pytest.approx(4 / 6)
+    # class 0: p 1/2 r 1/2 f 1/2; class 1: p 2/3 r 1 f 4/5; class 2: p 1 r 1/2 f 2/3
+    assert r["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+    assert r["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+
+
+def test_labelled_files_splits_and_errors(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("text,label\n" + "".join(f"text {i},{'a' if i % 2 else 'b'}\n" for i in range(40)))
+    c = open_labelled(f"{p}:text:label")
+    assert c.labels == ["a", "b"] and [len(c.splits[s]) for s in ("train", "valid", "test")] == [32, 4, 4]
+    assert c.splits["test"][0] == ("text 9", "a")  # row i % 10 == 9 is test
+    folds = list(c.folds(5))
+    assert all(len(tr) == 32 and len(te) == 8 for tr, te in folds)
+    assert sorted(t for _, te in folds for t, _ in te) == sorted(f"text {i}" for i in range(40))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine", "label": "a"}\n{"text": "no label"}\n')
+    with pytest.raises(UserInputError, match=r"bad.jsonl:2"):
+        open_labelled(f"{bad}:text:label")
+    bad.write_text('{"text": "fine", "label": "a"}\n{"text": "  ", "label": "b"}\n')
+    with pytest.raises(UserInputError, match=r"bad.jsonl:2: the text is empty"):
+        open_labelled(f"{bad}:text:label")
+    with pytest.raises(UserInputError, match="no column 'body'"):
+        open_labelled(f"{p}:body:label")
+    one = tmp_path / "one.csv"
+    one.write_text("text,label\nx,a\ny,a\n")
+    with pytest.raises(UserInputError, match="two or more"):
+        open_labelled(f"{one}:text:label")
+
+
+def test_rt_polarity_fixed_split(data_dir):
+    c = open_labelled("rt-polarity")
+    assert [len(c.splits[s]) for s in ("train", "valid", "test")] == [8530, 1066, 1066]
+    assert c.labels == ["neg", "pos"]
+
+
+def test_learns_and_round_trips(trained, tmp_path):
+    result, folder = trained
+    assert result["metrics"]["test"]["accuracy"] > 0.95
+    clf = lstmgen.load(folder)
+    out = clf.predict(["A wonderful film.", "The plot was dull and the actor awful."])
+    assert [o["label"] for o in out] == ["pos", "neg"]
+    assert sum(out[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert (folder / "confusion.png").stat().st_size > 1000
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(str(folder / "README.md"))
+    assert card.data.pipeline_tag == "text-classification"
+    assert {r.metric_type for r in card.data.eval_results} == {"accuracy", "macro_f1"}
+
+
+def test_cli(trained, tmp_path, capsys):
+    from lstmgen.cli import main
+
+    _, folder = trained
+    assert main(["classify", str(folder), "A superb story", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] == "pos"
+    assert main(["classify", str(folder)]) == 2
+    data = write_reviews(tmp_path / "r.jsonl", n=300)
+    assert main(["train", "classify", "--data", f"{data}:text:label", "--out", str(tmp_path / "m"),
+                 "--hidden-size", "16", "--embed-size", "16", "--max-epochs", "1"]) == 0
+    assert "test: accuracy" in capsys.readouterr().out
+    assert main(["train", "classify", "--data", f"{data}:text:label", "--preset", "nope"]) == 2
+
+
+def test_served_by_v1_classify(trained):
+    from fastapi.testclient import TestClient
+
+    from lstmgen.server import create_app
+
+    _, folder = trained
+    with TestClient(create_app({"sentiment": lstmgen.load(folder)})) as client:
+        r = client.post("/v1/classify", json={"model": "sentiment", "input": ["a brilliant film", "awful"]})
+        assert r.status_code == 200 and [d["label"] for d in r.json()["data"]] == ["pos", "neg"]
+        r = client.post("/v1/classify", json={"model": "sentiment", "input": "x", "options": {"bogus": 1}})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "options"
