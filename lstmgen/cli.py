@@ -35,6 +35,20 @@ CLASSIFY_FLAGS = {
     "seed": (int, "random seed"),
     "device": (str, "auto | cpu | cuda | mps"),
 }
+TAG_FLAGS = {
+    "word-dim": (int, "word embedding size (default 100)"),
+    "char-dim": (int, "character embedding size (default 25)"),
+    "char-hidden": (int, "character BiLSTM units per direction (0: none; default 25)"),
+    "hidden-size": (int, "sentence BiLSTM units per direction (default 200)"),
+    "num-layers": (int, "sentence BiLSTM layers (default 1)"),
+    "dropout": (float, "dropout (default 0.5)"),
+    "batch-size": (int, "sentences per batch (default 16)"),
+    "lr": (float, "learning rate (default 2e-3)"),
+    "max-epochs": (float, "epochs (default 20)"),
+    "max-minutes": (float, "time budget"),
+    "seed": (int, "random seed"),
+    "device": (str, "auto | cpu | cuda | mps"),
+}
 TRAIN_KEYS = {"batch_size", "lr", "optimizer", "max_epochs", "max_minutes", "seed", "device"}
 
 # flag -> (type, help); all default to None so that "not given" is visible and the TOML can fill it.
@@ -128,6 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--folds", type=int, help="k-fold cross-validation instead of one run: prints the mean "
                     "accuracy (folders out/fold-i)")
     _add_flags(cl, CLASSIFY_FLAGS)
+
+    tg = train.add_parser("tag", help="a BiLSTM-CRF named-entity tagger on CoNLL data")
+    tg.add_argument("--data", required=True, help="conll2003, or a CoNLL file (word ... tag per line)")
+    tg.add_argument("--out", help="the model folder to write (default runs/tagger)")
+    tg.add_argument("--scheme", default=None, help="bioes (default) | bio: the tags the CRF learns")
+    _add_flags(tg, TAG_FLAGS)
+
+    tag_p = sub.add_parser("tag", help="find entities in texts with a tagger folder")
+    tag_p.add_argument("model", help="tagger folder")
+    tag_p.add_argument("texts", nargs="*", help="texts to tag")
+    tag_p.add_argument("--input", help="a file of texts, one per line ('-' reads standard input)")
+    tag_p.add_argument("--json", action="store_true", help="one JSON object per text")
 
     cls_p = sub.add_parser("classify", help="label texts with a classifier folder")
     cls_p.add_argument("model", help="classifier folder")
@@ -357,17 +383,58 @@ def cmd_train_classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_classify(args: argparse.Namespace) -> int:
-    from .classification import TextClassifier
-    from .pipelines import load
+def cmd_train_tag(args: argparse.Namespace) -> int:
+    from dataclasses import replace
 
+    from .tagging import TagRecipe, train_tagger
+
+    given = {k.replace("-", "_"): getattr(args, k.replace("-", "_")) for k in TAG_FLAGS}
+    given = {k: v for k, v in given.items() if v is not None}
+    train = {k: given.pop(k) for k in list(given) if k in TRAIN_KEYS}
+    recipe = TagRecipe(data=args.data, out=args.out or "runs/tagger", **given,
+                       **({"scheme": args.scheme} if args.scheme else {}))
+    recipe.train = replace(recipe.train, **train)
+    result = train_tagger(recipe)
+    for split, m in result["metrics"].items():
+        print(f"{split}: entity F1 {100 * m['f1']:.2f} (precision {100 * m['precision']:.2f}, recall "
+              f"{100 * m['recall']:.2f}; {m['sentences']} sentences)")
+    print(f"model folder: {result['out']}")
+    return 0
+
+
+def _read_texts(args: argparse.Namespace) -> List[str]:
     texts = list(args.texts)
     if args.input:
         fh = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
         with fh:
             texts += [line.rstrip("\n") for line in fh if line.strip()]
     if not texts:
-        raise UserInputError("give texts to classify, or --input FILE (one per line; - for standard input)")
+        raise UserInputError("give texts, or --input FILE (one per line; - for standard input)")
+    return texts
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    from .pipelines import load
+    from .tagging import Tagger
+
+    texts = _read_texts(args)
+    tagger = load(args.model)
+    if not isinstance(tagger, Tagger):
+        raise UserInputError(f"{args.model} is not a tagger folder (it is a {tagger.task} model)")
+    for text, r in zip(texts, tagger.tag(texts)):
+        if args.json:
+            print(json.dumps({"text": text, "entities": r["entities"]}, ensure_ascii=False))
+        else:
+            ents = "; ".join(f"{e['text']} [{e['label']} {e['start']}:{e['end']}]" for e in r["entities"])
+            print(f"{text}\t{ents or '(no entities)'}")
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from .classification import TextClassifier
+    from .pipelines import load
+
+    texts = _read_texts(args)
     clf = load(args.model)
     if not isinstance(clf, TextClassifier):
         raise UserInputError(f"{args.model} is not a classifier folder (it is a {clf.task} model)")
@@ -455,9 +522,10 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "train" and args.task == "classify":
-        args.command = "train-classify"
+    if args.command == "train" and args.task in ("classify", "tag"):
+        args.command = f"train-{args.task}"
     handler = {"train": cmd_train_lm, "train-classify": cmd_train_classify, "classify": cmd_classify,
+               "train-tag": cmd_train_tag, "tag": cmd_tag,
                "generate": cmd_generate, "eval": cmd_eval, "serve": cmd_serve, "inspect": cmd_inspect,
                "export": cmd_export, "datasets": cmd_datasets}
     try:

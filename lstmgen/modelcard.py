@@ -14,18 +14,23 @@ from typing import List
 # What each registry data set is written in; a folder trained on other data leaves the language out.
 DATA_LANGUAGE = {"tinyshakespeare": "en", "ptb": "en", "wikitext-2": "en", "imdb": "en", "rt-polarity": "en",
                  "conll2003": "en", "gigaword": "en", "squad": "en"}
-PIPELINE_TAG = {"lstm-lm": "text-generation", "lstm-classifier": "text-classification"}
+PIPELINE_TAG = {"lstm-lm": "text-generation", "lstm-classifier": "text-classification",
+                "lstm-tagger": "token-classification"}
 # The figures the model-index lists, by model type: (key in config metrics, its name).
 INDEX_METRICS = {
     "lstm-lm": (("loss", "loss (nats/token, carried state)"), ("perplexity", "perplexity"),
                 ("bpc", "bits per character"), ("window256_loss", "loss (256-token windows)")),
     "lstm-classifier": (("accuracy", "accuracy"), ("macro_f1", "macro-F1")),
+    "lstm-tagger": (("f1", "entity F1 (conlleval)"), ("precision", "entity precision"),
+                    ("recall", "entity recall")),
 }
 USAGE = {
     "lstm-lm": ('print(gen.generate("ROMEO:", max_new_tokens=200, temperature=0.8, seed=1))',
                 'lstmgen generate {name} --prompt "ROMEO:"'),
     "lstm-classifier": ('print(gen.predict(["A wonderful film.", "Two hours I will not get back."]))',
                         'lstmgen classify {name} "A wonderful film."'),
+    "lstm-tagger": ('print(gen.tag("Angela Merkel visited Paris."))',
+                    'lstmgen tag {name} "Angela Merkel visited Paris."'),
 }
 
 
@@ -71,15 +76,17 @@ def model_card(config: dict, folder: Path) -> str:
     """Markdown describing the model: what it is, its data, size, metrics and the command that made it."""
     m, name = config.get("model", {}), Path(folder).name
     kind = config.get("model_type", "lstm-lm")
-    what = ("an LSTM language model" if kind == "lstm-lm" else
-            f"an LSTM text classifier ({', '.join(config.get('labels', []))})")
+    what = {"lstm-lm": "an LSTM language model",
+            "lstm-classifier": f"an LSTM text classifier ({', '.join(config.get('labels', []))})",
+            "lstm-tagger": "a BiLSTM-CRF tagger with character features (Lample et al. 2016)"}.get(kind, kind)
     python, shell = USAGE.get(kind, USAGE["lstm-lm"])
     lines = front_matter(config, name) + [
         f"# {name}", "",
         f"{what[0].upper() + what[1:]} made with lstmgen {config.get('lstmgen_version', '')}: "
         f"{config.get('tokenizer', '?')}-level tokens, {m.get('num_layers')} x {m.get('hidden_size')} "
-        f"{'BiLSTM' if m.get('bidirectional') else 'LSTM'}, "
-        f"embedding {m.get('embed_size') or m.get('hidden_size')}, vocabulary {m.get('vocab_size')}"
+        f"{'BiLSTM' if m.get('bidirectional') or kind == 'lstm-tagger' else 'LSTM'}, "
+        f"embedding {m.get('embed_size') or m.get('word_dim') or m.get('hidden_size')}, "
+        f"vocabulary {m.get('vocab_size') or m.get('word_vocab')}"
         + (f", {config['num_parameters']:,} parameters" if "num_parameters" in config else "") + ".", "",
         "## Use", "",
         "```python", "import lstmgen",
@@ -105,7 +112,9 @@ def model_card(config: dict, folder: Path) -> str:
                     lines.append(f"| {split} | {k} | {_fmt(v)} |")
         lines += ["", "`loss` is nats per token with the LSTM state carried over the whole split; "
                   "`window256_loss` scores non-overlapping 256-token windows, each from a zero state."
-                  if kind == "lstm-lm" else "Accuracy and macro-F1 (the unweighted mean of the classes' F1).", ""]
+                  if kind == "lstm-lm" else "Accuracy and macro-F1 (the unweighted mean of the classes' F1)."
+                  if kind == "lstm-classifier" else "Entity-level precision, recall and F1 with conlleval's rules "
+                  "(an entity counts only when its label and both ends are right).", ""]
     if training:
         s = training.get("summary", {})
         lines += ["## Training", "", f"- steps: {s.get('steps')}, epochs: {s.get('epochs')}, "
@@ -116,6 +125,12 @@ def model_card(config: dict, folder: Path) -> str:
         lines += ["![loss curve](loss.png)", ""]
     if (Path(folder) / "confusion.png").exists():
         lines += ["![confusion matrix](confusion.png)", ""]
+    if kind == "lstm-tagger":
+        lines += ["## Limitations", "",
+                  "- It finds the entity types of its training data, in text like its training data (news for "
+                  "CoNLL-2003); other genres lose much of the accuracy.",
+                  "- Without pretrained word vectors, rare names are recognised mostly from their spelling.", ""]
+        return "\n".join(line for line in lines if line is not None)
     if kind == "lstm-classifier":
         lines += ["## Limitations", "",
                   "- It knows the labels and the kind of text it was trained on; other domains (tweets for a "

@@ -319,8 +319,10 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 def _pipelines() -> dict:
     from .classification import MODEL_TYPE as CLASSIFIER
     from .classification import TextClassifier
+    from .tagging import MODEL_TYPE as TAGGER
+    from .tagging import Tagger
 
-    return {MODEL_TYPE: TextGenerator, CLASSIFIER: TextClassifier}
+    return {MODEL_TYPE: TextGenerator, CLASSIFIER: TextClassifier, TAGGER: Tagger}
 
 
 def load(name_or_dir, **kwargs) -> TextGenerator:

@@ -68,6 +68,19 @@ class LMTask:
         return out
 
 
+def length_buckets(lengths: Sequence[int], batch_size: int, seed: int) -> List[List[int]]:
+    """Batches of example indices for one epoch: a seeded shuffle, then sorted by length within pools
+    of 50 batches (little padding), then the batches in a seeded order."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(lengths), generator=g).tolist()
+    pool = 50 * batch_size
+    batches = []
+    for start in range(0, len(perm), pool):
+        chunk = sorted(perm[start:start + pool], key=lambda i: lengths[i])
+        batches += [chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size)]
+    return [batches[k] for k in torch.randperm(len(batches), generator=g).tolist()]
+
+
 def pad_batch(seqs: Sequence[Sequence[int]]) -> Tuple[Tensor, Tensor]:
     """(B, T) ids padded with 0 and the (B,) lengths; padding never reaches the LSTM (packed)."""
     lengths = torch.tensor([len(s) for s in seqs])
@@ -99,20 +112,11 @@ class ClassifyTask:
     def __len__(self) -> int:
         return math.ceil(len(self.train) / self.cfg.batch_size)
 
-    def _batches(self, epoch: int) -> List[List[int]]:
-        g = torch.Generator().manual_seed(self.cfg.seed * 1000 + epoch)
-        perm = torch.randperm(len(self.train), generator=g).tolist()
-        B, pool = self.cfg.batch_size, 50 * self.cfg.batch_size
-        batches = []
-        for start in range(0, len(perm), pool):
-            chunk = sorted(perm[start:start + pool], key=lambda i: len(self.train[i][0]))
-            batches += [chunk[k:k + B] for k in range(0, len(chunk), B)]
-        order = torch.randperm(len(batches), generator=g).tolist()
-        return [batches[k] for k in order]
-
     def batch(self, epoch: int, index: int) -> Tuple[Tensor, ...]:
         if epoch != self._epoch:
-            self._epoch, self._order = epoch, self._batches(epoch)
+            self._epoch = epoch
+            self._order = length_buckets([len(r[0]) for r in self.train], self.cfg.batch_size,
+                                         self.cfg.seed * 1000 + epoch)
         rows = [self.train[i] for i in self._order[index]]
         ids, lengths = pad_batch([r[0] for r in rows])
         return ids, lengths, torch.tensor([r[1] for r in rows])
@@ -166,3 +170,97 @@ class ClassifyTask:
         if "valid_accuracy" in record:
             out["val_acc"] = f"{record['valid_accuracy']:.4f}"
         return out
+
+
+class TagTask:
+    """Sequence tagging with a CRF: shuffled, length-bucketed batches of sentences; validation is
+    entity-level F1 (conlleval's rules).
+
+    Args:
+        train: (word ids, char ids per word, tag ids) per sentence.
+        valid: the same for validation.
+        config: batch_size, eval_batch_size, seed.
+        tags: the tag names.
+        singletons: word ids seen once in training; each becomes <unk> with probability 0.5 in a training
+            batch, so the model learns what to do with words it has never seen (Lample et al. 2016).
+        unk_id: the word <unk>.
+    """
+
+    carries_state = False
+
+    def __init__(self, train, valid, config: TrainConfig, tags: List[str], singletons=frozenset(),
+                 unk_id: int = 0) -> None:
+        self.train, self.valid, self.cfg, self.tags = list(train), list(valid), config, tags
+        self.singletons, self.unk_id = singletons, unk_id
+        self._epoch, self._order = -1, []
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.train) / self.cfg.batch_size)
+
+    def batch(self, epoch: int, index: int):
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._order = length_buckets([len(r[0]) for r in self.train], self.cfg.batch_size,
+                                         self.cfg.seed * 1000 + epoch)
+            self._rng = torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch)
+        rows = [self.train[i] for i in self._order[index]]
+        words, chars, char_lengths, lengths, tags = tag_batch(rows)
+        if self.singletons:
+            single = torch.tensor([[w in self.singletons for w in r] for r in words.tolist()])
+            drop = single & (torch.rand(words.shape, generator=self._rng) < 0.5)
+            words = words.masked_fill(drop, self.unk_id)
+        return words, chars, char_lengths, lengths, tags
+
+    def initial_state(self, model, device):
+        return None
+
+    def loss(self, model, batch, state, amp: bool):
+        words, chars, char_lengths, lengths, tags = batch
+        return model.loss(words, chars, char_lengths, lengths, tags), None, int(lengths.sum())
+
+    def predict(self, model, rows, device) -> List[List[str]]:
+        model.eval()
+        out: List[List[str]] = []
+        with torch.no_grad():
+            for k in range(0, len(rows), 64):
+                words, chars, char_lengths, lengths, _ = tag_batch(rows[k:k + 64])
+                paths = model.decode(words.to(device), chars.to(device), char_lengths.to(device), lengths)
+                out += [[self.tags[t] for t in p] for p in paths]
+        return out
+
+    def evaluate(self, model, device) -> Dict:
+        from ..data.conll import span_f1
+
+        pred = self.predict(model, self.valid, device)
+        gold = [[self.tags[t] for t in r[2]] for r in self.valid]
+        m = span_f1(gold, pred)
+        return {"valid_f1": m["f1"], "valid_precision": m["precision"], "valid_recall": m["recall"]}
+
+    @staticmethod
+    def better(record: Dict, best: Optional[Dict]) -> bool:
+        return best is None or record["valid_f1"] > best["valid_f1"]
+
+    @staticmethod
+    def postfix(record: Dict) -> Dict[str, str]:
+        out = {"loss": f"{record['loss']:.3f}"}
+        if "valid_f1" in record:
+            out["val_f1"] = f"{record['valid_f1']:.4f}"
+        return out
+
+
+def tag_batch(rows):
+    """Padded (words (B, L), chars (B, L, C), char lengths (B, L), lengths (B,), tags (B, L))."""
+    B = len(rows)
+    L = max(len(r[0]) for r in rows)
+    C = max(len(c) for r in rows for c in r[1])
+    words = torch.zeros(B, L, dtype=torch.long)
+    chars = torch.zeros(B, L, C, dtype=torch.long)
+    char_lengths = torch.zeros(B, L, dtype=torch.long)
+    tags = torch.zeros(B, L, dtype=torch.long)
+    for b, (w, cs, t) in enumerate(rows):
+        words[b, :len(w)] = torch.as_tensor(w)
+        tags[b, :len(t)] = torch.as_tensor(t)
+        for i, c in enumerate(cs):
+            chars[b, i, :len(c)] = torch.as_tensor(c)
+            char_lengths[b, i] = len(c)
+    return words, chars, char_lengths, torch.tensor([len(r[0]) for r in rows]), tags
