@@ -10,46 +10,20 @@ import argparse
 import json
 import sys
 from dataclasses import fields
-from pathlib import Path
 from typing import List, Optional
 
 from . import __version__
+from .cli_tasks import (
+    CLASSIFY_FLAGS,
+    TAG_FLAGS,
+    cmd_classify,
+    cmd_export,
+    cmd_inspect,
+    cmd_tag,
+    cmd_train_classify,
+    cmd_train_tag,
+)
 from .errors import LstmgenError, UserInputError
-
-CLASSIFY_FLAGS = {
-    "vocab-size": (int, "words in the vocabulary"),
-    "max-length": (int, "tokens read per text"),
-    "truncate": (str, "pre (keep the end) | post (keep the start)"),
-    "normalize": (str, "keras | lower | none"),
-    "embed-size": (int, "embedding size"),
-    "hidden-size": (int, "LSTM units per direction"),
-    "num-layers": (int, "LSTM layers"),
-    "bidirectional": (lambda v: v.lower() in ("1", "true", "yes"), "true | false"),
-    "pooling": (str, "last | max | mean | attention"),
-    "dropout": (float, "dropout"),
-    "batch-size": (int, "batch size"),
-    "lr": (float, "learning rate"),
-    "optimizer": (str, "adamw | sgd | rmsprop"),
-    "max-epochs": (float, "epochs"),
-    "max-minutes": (float, "time budget"),
-    "seed": (int, "random seed"),
-    "device": (str, "auto | cpu | cuda | mps"),
-}
-TAG_FLAGS = {
-    "word-dim": (int, "word embedding size (default 100)"),
-    "char-dim": (int, "character embedding size (default 25)"),
-    "char-hidden": (int, "character BiLSTM units per direction (0: none; default 25)"),
-    "hidden-size": (int, "sentence BiLSTM units per direction (default 200)"),
-    "num-layers": (int, "sentence BiLSTM layers (default 1)"),
-    "dropout": (float, "dropout (default 0.5)"),
-    "batch-size": (int, "sentences per batch (default 16)"),
-    "lr": (float, "learning rate (default 2e-3)"),
-    "max-epochs": (float, "epochs (default 20)"),
-    "max-minutes": (float, "time budget"),
-    "seed": (int, "random seed"),
-    "device": (str, "auto | cpu | cuda | mps"),
-}
-TRAIN_KEYS = {"batch_size", "lr", "optimizer", "max_epochs", "max_minutes", "seed", "device"}
 
 # flag -> (type, help); all default to None so that "not given" is visible and the TOML can fill it.
 LM_FLAGS = {
@@ -122,7 +96,8 @@ def _add_flags(p: argparse.ArgumentParser, flags: dict) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lstmgen", description="LSTM text generation: train, sample, evaluate.")
+    parser = argparse.ArgumentParser(prog="lstmgen", description="LSTM text generation: train, sample, evaluate, "
+                                     "serve; also text classification and entity tagging.")
     parser.add_argument("--version", action="version", version=f"lstmgen {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -361,92 +336,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_classify(args: argparse.Namespace) -> int:
-    from .classification import ClassifierRecipe, train_classifier
-
-    given = {k.replace("-", "_"): getattr(args, k.replace("-", "_")) for k in CLASSIFY_FLAGS}
-    given = {k: v for k, v in given.items() if v is not None}
-    train = {k: given.pop(k) for k in list(given) if k in TRAIN_KEYS}
-    out = args.out or f"runs/{args.preset or Path(args.data.split(':')[0]).stem}"
-    recipe = ClassifierRecipe.from_preset(args.preset, data=args.data, out=out, train=train, **given)
-    if args.folds:
-        from .classification import cross_validate
-
-        result = cross_validate(recipe, args.folds)
-        print(f"{args.folds}-fold cross-validation: accuracy {result['mean_accuracy']:.4f} "
-              f"(folds {', '.join(f'{a:.4f}' for a in result['accuracies'])})")
-        return 0
-    result = train_classifier(recipe)
-    for split, m in result["metrics"].items():
-        print(f"{split}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} ({m['examples']} texts)")
-    print(f"model folder: {result['out']} (confusion matrix: {result['out']}/confusion.png)")
-    return 0
-
-
-def cmd_train_tag(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from .tagging import TagRecipe, train_tagger
-
-    given = {k.replace("-", "_"): getattr(args, k.replace("-", "_")) for k in TAG_FLAGS}
-    given = {k: v for k, v in given.items() if v is not None}
-    train = {k: given.pop(k) for k in list(given) if k in TRAIN_KEYS}
-    recipe = TagRecipe(data=args.data, out=args.out or "runs/tagger", **given,
-                       **({"scheme": args.scheme} if args.scheme else {}))
-    recipe.train = replace(recipe.train, **train)
-    result = train_tagger(recipe)
-    for split, m in result["metrics"].items():
-        print(f"{split}: entity F1 {100 * m['f1']:.2f} (precision {100 * m['precision']:.2f}, recall "
-              f"{100 * m['recall']:.2f}; {m['sentences']} sentences)")
-    print(f"model folder: {result['out']}")
-    return 0
-
-
-def _read_texts(args: argparse.Namespace) -> List[str]:
-    texts = list(args.texts)
-    if args.input:
-        fh = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
-        with fh:
-            texts += [line.rstrip("\n") for line in fh if line.strip()]
-    if not texts:
-        raise UserInputError("give texts, or --input FILE (one per line; - for standard input)")
-    return texts
-
-
-def cmd_tag(args: argparse.Namespace) -> int:
-    from .pipelines import load
-    from .tagging import Tagger
-
-    texts = _read_texts(args)
-    tagger = load(args.model)
-    if not isinstance(tagger, Tagger):
-        raise UserInputError(f"{args.model} is not a tagger folder (it is a {tagger.task} model)")
-    for text, r in zip(texts, tagger.tag(texts)):
-        if args.json:
-            print(json.dumps({"text": text, "entities": r["entities"]}, ensure_ascii=False))
-        else:
-            ents = "; ".join(f"{e['text']} [{e['label']} {e['start']}:{e['end']}]" for e in r["entities"])
-            print(f"{text}\t{ents or '(no entities)'}")
-    return 0
-
-
-def cmd_classify(args: argparse.Namespace) -> int:
-    from .classification import TextClassifier
-    from .pipelines import load
-
-    texts = _read_texts(args)
-    clf = load(args.model)
-    if not isinstance(clf, TextClassifier):
-        raise UserInputError(f"{args.model} is not a classifier folder (it is a {clf.task} model)")
-    for text, r in zip(texts, clf.predict(texts)):
-        if args.json:
-            print(json.dumps({"text": text, **r}, ensure_ascii=False))
-        else:
-            probs = ", ".join(f"{k} {v:.3f}" for k, v in r["probabilities"].items())
-            print(f"{r['label']}\t({probs})\t{text}")
-    return 0
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server.config import ServerConfig
     from .server.run import serve
@@ -454,41 +343,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = {f.name: getattr(args, f.name) for f in fields(ServerConfig) if getattr(args, f.name) is not None}
     serve(args.models, ServerConfig(**settings), bundled=not args.no_bundled, device=args.device,
           log_level=args.log_level)
-    return 0
-
-
-def cmd_inspect(args: argparse.Namespace) -> int:
-    from .pipelines import load
-    from .visualize import find_cells, parse_cells, trace, write_png, write_report
-
-    if args.text is not None:
-        text = args.text
-    elif args.text_file == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            text = open(args.text_file, encoding="utf-8").read()
-        except (OSError, UnicodeDecodeError) as e:
-            raise UserInputError(f"--text-file {args.text_file}: {e}") from None
-    try:
-        cells = parse_cells(args.cells)
-        tr = trace(load(args.model), text)
-        out = write_report(tr, args.out, title=f"lstmgen inspect: {args.model}", cells=cells, top=args.top)
-        png = write_png(tr, args.png, cells=cells, top=min(args.top, 4)) if args.png else None
-    except ValueError as e:
-        raise UserInputError(str(e)) from None
-    for d in find_cells(tr)[:args.top]:
-        print(f"layer {d['layer']} cell {d['unit']:4d}  r = {d['r']:+.3f}  {d['feature']}")
-    print(f"wrote {out}" + (f" and {png}" if png else ""))
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx
-    from .pipelines import load
-
-    path = export_onnx(load(args.model), args.out)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

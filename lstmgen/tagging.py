@@ -175,7 +175,7 @@ class TagRecipe:
     num_layers: int = 1
     dropout: float = 0.5
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        batch_size=16, max_epochs=20, lr=2e-3, optimizer="adamw", weight_decay=0.0, clip=5.0,
+        batch_size=16, max_epochs=40, lr=2e-3, optimizer="adamw", weight_decay=0.0, clip=5.0,
         warmup_steps=100, schedule="cosine", eval_batch_size=64))
 
 

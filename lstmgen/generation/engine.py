@@ -159,7 +159,6 @@ class SamplingDecoder:
         packed = [i for i, x in enumerate(inline) if not x]
         n = len(prompts)
         L, H = (self.state[0].shape[0], self.state[0].shape[2]) if self.state is not None else (None, None)
-        logits = h = c = None
         if packed:
             lg, (hp, cp) = prefill(self.model, [prompts[i] for i in packed], [states[i] for i in packed])
             vocab, (L, _, H) = lg.shape[-1], hp.shape
