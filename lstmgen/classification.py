@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from safetensors.torch import save_file
 
 from . import __version__
-from .atomic import atomic_path, atomic_write_bytes
 from .data.labelled import LabelledCorpus, open_labelled
 from .errors import ModelFolderError, UserInputError, check_range
 from .models.classifier import ClassifierConfig, TextClassifierModel
@@ -142,33 +140,15 @@ class TextClassifier:
                 "labels": self.labels, "prep": self.prep.to_dict(), "tokenizer": self.tokenizer.kind, **self.info}
 
     def save_pretrained(self, out_dir) -> Path:
-        from .modelcard import model_card
-        from .pipelines import state_dict_for_saving
+        from .pipelines import save_folder
 
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "model.safetensors") as tmp:
-            save_file(state_dict_for_saving(self.model), str(tmp), metadata={"format": "pt"})
-        self.tokenizer.save(out / "tokenizer.json")
-        atomic_write_bytes(out / "config.json", json.dumps(self.config_dict(), indent=2).encode())
-        (out / "README.md").write_text(model_card(self.config_dict(), out), encoding="utf-8")
-        return out
+        return save_folder(out_dir, self.model, self.tokenizer.hf.to_str(pretty=True), self.config_dict())
 
     @classmethod
     def from_pretrained(cls, name_or_dir, *, device: Optional[str] = None, backend: Optional[str] = None):
-        from .pipelines import (
-            load_weights,
-            read_json,
-            refuse_pickles,
-            resolve_model_dir,
-        )
+        from .pipelines import load_weights, open_folder
 
-        d = resolve_model_dir(name_or_dir)
-        refuse_pickles(d)
-        for name in ("config.json", "model.safetensors", "tokenizer.json"):
-            if not (d / name).is_file():
-                raise ModelFolderError(f"model folder {d}: missing {name}; copy the whole folder")
-        config = read_json(d / "config.json")
+        d, config = open_folder(name_or_dir)
         try:
             mc = ClassifierConfig.from_dict(dict(config["model"], **({"backend": backend} if backend else {})))
             prep, labels = TextPrep.from_dict(config["prep"]), list(config["labels"])

@@ -282,6 +282,38 @@ class TextGenerator:
         return cls(model.to(device or "cpu").eval(), tokenizer, gen, info)
 
 
+def save_folder(out_dir, model: torch.nn.Module, tokenizer_json: str, config: dict) -> Path:
+    """Write a model folder: model.safetensors, tokenizer.json, config.json and the model card (README.md).
+
+    Args:
+        out_dir: the folder (created if needed).
+        model: its weights are saved (a tied decoder once).
+        tokenizer_json: the tokenizer.json text.
+        config: config.json's content (model_type first).
+    """
+    from .modelcard import model_card
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(state_dict_for_saving(model), str(tmp), metadata={"format": "pt"})
+    atomic_write_bytes(out / "tokenizer.json", tokenizer_json.encode("utf-8"))
+    atomic_write_bytes(out / "config.json", json.dumps(config, indent=2).encode())
+    (out / "README.md").write_text(model_card(config, out), encoding="utf-8")
+    return out
+
+
+def open_folder(name_or_dir) -> Tuple[Path, dict]:
+    """A model folder's path and config.json, after refusing pickles and checking the required files."""
+    d = resolve_model_dir(name_or_dir)
+    refuse_pickles(d)
+    for name in REQUIRED:
+        if not (d / name).is_file():
+            raise ModelFolderError(f"model folder {d}: missing {name}; copy the whole folder written by "
+                                   "`lstmgen train` (it holds config.json, model.safetensors, tokenizer.json)")
+    return d, read_json(d / "config.json")
+
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 

@@ -7,7 +7,6 @@ time; the character vocabulary and the tags are in config.json.
 """
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from collections import Counter
@@ -16,12 +15,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from safetensors.torch import save_file
 from tokenizers import Regex, models, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
 from . import __version__
-from .atomic import atomic_path, atomic_write_bytes
 from .data.conll import Sentence, open_tagged, span_f1, spans, to_scheme, write_conll
 from .errors import ModelFolderError, UserInputError
 from .models.tagger import BiLSTMCRFTagger, TaggerConfig
@@ -122,33 +119,20 @@ class Tagger:
                 "chars": self.chars, "tokenizer": "word", **self.info}
 
     def save_pretrained(self, out_dir) -> Path:
-        from .modelcard import model_card
-        from .pipelines import state_dict_for_saving
+        from .pipelines import save_folder
 
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "model.safetensors") as tmp:
-            save_file(state_dict_for_saving(self.model), str(tmp), metadata={"format": "pt"})
-        (out / "tokenizer.json").write_text(self.words.to_str(pretty=True), encoding="utf-8")
-        atomic_write_bytes(out / "config.json", json.dumps(self.config_dict(), indent=2).encode())
-        (out / "README.md").write_text(model_card(self.config_dict(), out), encoding="utf-8")
-        return out
+        return save_folder(out_dir, self.model, self.words.to_str(pretty=True), self.config_dict())
 
     @classmethod
     def from_pretrained(cls, name_or_dir, *, device: Optional[str] = None, backend: Optional[str] = None):
-        from .pipelines import load_weights, read_json, refuse_pickles, resolve_model_dir
+        from .pipelines import load_weights, open_folder
 
-        d = resolve_model_dir(name_or_dir)
-        refuse_pickles(d)
-        for name in ("config.json", "model.safetensors", "tokenizer.json"):
-            if not (d / name).is_file():
-                raise ModelFolderError(f"model folder {d}: missing {name}; copy the whole folder")
-        config = read_json(d / "config.json")
+        d, config = open_folder(name_or_dir)
         try:
             mc = TaggerConfig.from_dict(dict(config["model"], **({"backend": backend} if backend else {})))
             chars = list(config["chars"])
             words = HFTokenizer.from_file(str(d / "tokenizer.json"))
-        except (KeyError, TypeError, ValueError, Exception) as e:
+        except Exception as e:  # a missing key, a bad value, or a tokenizer.json the library refuses
             raise ModelFolderError(f"{d}: bad tagger files ({str(e).splitlines()[0]})") from None
         if words.get_vocab_size() != mc.word_vocab or len(chars) != mc.char_vocab:
             raise ModelFolderError(f"{d}: the vocabularies do not match config.json; the files come from "
