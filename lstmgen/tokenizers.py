@@ -80,7 +80,9 @@ class Tokenizer:
             keep = sorted(c for c, n in counts.items() if n >= min_freq)
             vocab = {UNK: 0, **{c: i + 1 for i, c in enumerate(keep)}}
         else:
+            # Corpora like PTB already spell rare words `<unk>`: that is our own special token, not a word.
             counts.pop(EOS, None)
+            counts.pop(UNK, None)
             ranked = sorted((w for w, n in counts.items() if n >= min_freq), key=lambda w: (-counts[w], w))
             ranked = ranked[: max(0, vocab_size - 2)]
             vocab = {UNK: 0, EOS: 1, **{w: i + 2 for i, w in enumerate(ranked)}}

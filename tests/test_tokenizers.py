@@ -57,6 +57,12 @@ def test_word_vocab_size_keeps_most_frequent():
     assert tok.vocab_size == 4 and tok.token_to_id("z") is None and tok.token_to_id("x") is not None
 
 
+def test_word_corpus_that_already_spells_unk():
+    # PTB writes rare words as `<unk>`: it must stay our one `<unk>` id, not become a second word.
+    tok = Tokenizer.train("word", ["a <unk> b <unk>\nc <unk>"])
+    assert tok.vocab_size == 5 and tok.encode("<unk> zzz") == [tok.unk_id, tok.unk_id]
+
+
 def test_file_opens_in_the_tokenizers_library(tmp_path):
     for kind in ("char", "word", "bpe"):
         tok = Tokenizer.train(kind, ["some text to learn from\nand more"], vocab_size=280)
