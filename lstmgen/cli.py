@@ -13,6 +13,7 @@ from dataclasses import fields
 from typing import List, Optional
 
 from . import __version__
+from .cli_seq2seq import cmd_train_seq2seq, cmd_translate
 from .cli_tasks import (
     CLASSIFY_FLAGS,
     TAG_FLAGS,
@@ -124,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     tg.add_argument("--scheme", default=None, help="bioes (default) | bio: the tags the CRF learns")
     _add_flags(tg, TAG_FLAGS)
 
+    from .cli_seq2seq import add_parsers
+
+    add_parsers(train, sub)
+
     tag_p = sub.add_parser("tag", help="find entities in texts with a tagger folder")
     tag_p.add_argument("model", help="tagger folder")
     tag_p.add_argument("texts", nargs="*", help="texts to tag")
@@ -149,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="one JSON object per result: prompt, completion, "
                      "finish_reason, token_ids (and logprobs)")
 
-    ev = sub.add_parser("eval", help="loss, perplexity and bits per character on a split")
+    ev = sub.add_parser("eval", help="loss, perplexity and bits per character on a split (a seq2seq folder: "
+                        "BLEU/chrF, ROUGE or exact match as JSON)")
     ev.add_argument("model")
     ev.add_argument("--data", help="score the model on this corpus (a --data spec)")
     ev.add_argument("--samples", type=int, help="also generate N samples and report distinct-1/2/3 and the "
@@ -163,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--encoding-errors", default="strict")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("--num-beams", type=int, help="seq2seq: beam size (default: the model's)")
+    ev.add_argument("--src-lang", help="seq2seq: source language of --data")
+    ev.add_argument("--tgt-lang", help="seq2seq: target language of --data")
 
     srv = sub.add_parser("serve", help="an HTTP server: OpenAI-compatible API, playground, metrics")
     srv.add_argument("models", nargs="*", help="model folders or bundled names (the bundled models are "
@@ -308,8 +317,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .pipelines import read_json, resolve_model_dir
     from .recipes import evaluate_folder, sample_report
 
+    folder = resolve_model_dir(args.model)
+    if (folder / "config.json").is_file() and read_json(folder / "config.json").get("model_type") == "lstm-seq2seq":
+        from .cli_seq2seq import eval_seq2seq
+        from .pipelines import load
+
+        return eval_seq2seq(args, load(folder, device=None if args.device == "auto" else args.device))
     if not args.data and not args.samples:
         raise UserInputError("give --data to score a corpus, --samples N to measure generated text, or both")
     r: dict = {"model": args.model}
@@ -376,10 +392,11 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "train" and args.task in ("classify", "tag"):
+    if args.command == "train" and args.task in ("classify", "tag", "seq2seq"):
         args.command = f"train-{args.task}"
     handler = {"train": cmd_train_lm, "train-classify": cmd_train_classify, "classify": cmd_classify,
-               "train-tag": cmd_train_tag, "tag": cmd_tag,
+               "train-tag": cmd_train_tag, "tag": cmd_tag, "train-seq2seq": cmd_train_seq2seq,
+               "translate": cmd_translate,
                "generate": cmd_generate, "eval": cmd_eval, "serve": cmd_serve, "inspect": cmd_inspect,
                "export": cmd_export, "datasets": cmd_datasets}
     try:

@@ -15,7 +15,7 @@ from typing import List
 DATA_LANGUAGE = {"tinyshakespeare": "en", "ptb": "en", "wikitext-2": "en", "imdb": "en", "rt-polarity": "en",
                  "conll2003": "en", "gigaword": "en", "squad": "en"}
 PIPELINE_TAG = {"lstm-lm": "text-generation", "lstm-classifier": "text-classification",
-                "lstm-tagger": "token-classification"}
+                "lstm-tagger": "token-classification", "lstm-seq2seq": "translation"}
 # The figures the model-index lists, by model type: (key in config metrics, its name).
 INDEX_METRICS = {
     "lstm-lm": (("loss", "loss (nats/token, carried state)"), ("perplexity", "perplexity"),
@@ -23,6 +23,7 @@ INDEX_METRICS = {
     "lstm-classifier": (("accuracy", "accuracy"), ("macro_f1", "macro-F1")),
     "lstm-tagger": (("f1", "entity F1 (conlleval)"), ("precision", "entity precision"),
                     ("recall", "entity recall")),
+    "lstm-seq2seq": (("bleu", "sacreBLEU"), ("chrf", "chrF"), ("rouge2", "ROUGE-2"), ("exact_match", "exact match")),
 }
 USAGE = {
     "lstm-lm": ('print(gen.generate("ROMEO:", max_new_tokens=200, temperature=0.8, seed=1))',
@@ -31,6 +32,8 @@ USAGE = {
                         'lstmgen classify {name} "A wonderful film."'),
     "lstm-tagger": ('print(gen.tag("Angela Merkel visited Paris."))',
                     'lstmgen tag {name} "Angela Merkel visited Paris."'),
+    "lstm-seq2seq": ('print(gen.translate(["Ein Mann fährt Fahrrad."], num_beams=5))',
+                     'lstmgen translate {name} "Ein Mann fährt Fahrrad."'),
 }
 
 
@@ -78,15 +81,19 @@ def model_card(config: dict, folder: Path) -> str:
     kind = config.get("model_type", "lstm-lm")
     what = {"lstm-lm": "an LSTM language model",
             "lstm-classifier": f"an LSTM text classifier ({', '.join(config.get('labels', []))})",
-            "lstm-tagger": "a BiLSTM-CRF tagger with character features (Lample et al. 2016)"}.get(kind, kind)
+            "lstm-tagger": "a BiLSTM-CRF tagger with character features (Lample et al. 2016)",
+            "lstm-seq2seq": f"an LSTM encoder-decoder with {m.get('attention')} attention"
+                            f"{' and copying' if m.get('copy') else ''} ({config.get('text_task', 'translation')})",
+            }.get(kind, kind)
     python, shell = USAGE.get(kind, USAGE["lstm-lm"])
     lines = front_matter(config, name) + [
         f"# {name}", "",
         f"{what[0].upper() + what[1:]} made with lstmgen {config.get('lstmgen_version', '')}: "
-        f"{config.get('tokenizer', '?')}-level tokens, {m.get('num_layers')} x {m.get('hidden_size')} "
+        f"{config.get('tokenizer', '?')}-level tokens, {m.get('num_layers') or m.get('encoder_layers')} x "
+        f"{m.get('hidden_size')} "
         f"{'BiLSTM' if m.get('bidirectional') or kind == 'lstm-tagger' else 'LSTM'}, "
         f"embedding {m.get('embed_size') or m.get('word_dim') or m.get('hidden_size')}, "
-        f"vocabulary {m.get('vocab_size') or m.get('word_vocab')}"
+        f"vocabulary {m.get('vocab_size') or m.get('word_vocab') or m.get('tgt_vocab_size')}"
         + (f", {config['num_parameters']:,} parameters" if "num_parameters" in config else "") + ".", "",
         "## Use", "",
         "```python", "import lstmgen",
@@ -113,7 +120,9 @@ def model_card(config: dict, folder: Path) -> str:
         lines += ["", "`loss` is nats per token with the LSTM state carried over the whole split; "
                   "`window256_loss` scores non-overlapping 256-token windows, each from a zero state."
                   if kind == "lstm-lm" else "Accuracy and macro-F1 (the unweighted mean of the classes' F1)."
-                  if kind == "lstm-classifier" else "Entity-level precision, recall and F1 with conlleval's rules "
+                  if kind == "lstm-classifier" else "sacreBLEU and chrF (signatures in config.json), ROUGE F1 "
+                  "(rouge-score, stemmed), SQuAD exact match / token F1, from beam search." if kind == "lstm-seq2seq"
+                  else "Entity-level precision, recall and F1 with conlleval's rules "
                   "(an entity counts only when its label and both ends are right).", ""]
     if training:
         s = training.get("summary", {})
@@ -130,6 +139,13 @@ def model_card(config: dict, folder: Path) -> str:
                   "- It finds the entity types of its training data, in text like its training data (news for "
                   "CoNLL-2003); other genres lose much of the accuracy.",
                   "- Without pretrained word vectors, rare names are recognised mostly from their spelling.", ""]
+        return "\n".join(line for line in lines if line is not None)
+    if kind == "lstm-seq2seq":
+        lines += ["## Limitations", "",
+                  "- It knows the vocabulary and style of its training pairs (image captions for Multi30k); "
+                  "other domains get fluent output that is often wrong.",
+                  f"- It reads at most {config.get('max_source_tokens', '?')} source tokens; longer sources are "
+                  "cut (with a warning).", ""]
         return "\n".join(line for line in lines if line is not None)
     if kind == "lstm-classifier":
         lines += ["## Limitations", "",

@@ -27,6 +27,7 @@ from .generation import (
     beam_search,
 )
 from .models import LanguageModel, LMConfig
+from .serial import tied_aliases
 from .tokenizers import Tokenizer
 
 MODEL_TYPE = "lstm-lm"
@@ -66,12 +67,12 @@ def read_json(path: Path) -> dict:
 
 
 def state_dict_for_saving(model: torch.nn.Module, dtype: Optional[torch.dtype] = None) -> Dict[str, torch.Tensor]:
-    """The model's tensors, without the tied decoder weight (it is the embedding; safetensors stores a
-    tensor once), optionally cast (float16 halves a bundled model's size)."""
-    tied = getattr(model.config, "tie_weights", False)
+    """The model's tensors, each tied weight once (a tied output layer is the embedding; safetensors stores
+    a tensor once), optionally cast (float16 halves a bundled model's size)."""
+    aliases = tied_aliases(model)
     out = {}
     for k, v in model.state_dict().items():
-        if tied and k == "decoder.weight":
+        if k in aliases:
             continue
         v = v.detach().cpu()
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
@@ -334,8 +335,9 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
         raise ModelFolderError(f"{path}: not a readable safetensors file ({e}); restore it from the original "
                                "model folder") from None
     own = model.state_dict()
-    if getattr(model.config, "tie_weights", False) and "embedding.weight" in tensors:
-        tensors["decoder.weight"] = tensors["embedding.weight"]
+    for alias, name in tied_aliases(model).items():
+        if name in tensors:
+            tensors[alias] = tensors[name]
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
     bad = [k for k in own if k in tensors and tuple(tensors[k].shape) != tuple(own[k].shape)]
@@ -353,8 +355,10 @@ def _pipelines() -> dict:
     from .classification import TextClassifier
     from .tagging import MODEL_TYPE as TAGGER
     from .tagging import Tagger
+    from .translation import MODEL_TYPE as SEQ2SEQ
+    from .translation import Translator
 
-    return {MODEL_TYPE: TextGenerator, CLASSIFIER: TextClassifier, TAGGER: Tagger}
+    return {MODEL_TYPE: TextGenerator, CLASSIFIER: TextClassifier, TAGGER: Tagger, SEQ2SEQ: Translator}
 
 
 def load(name_or_dir, **kwargs) -> TextGenerator:

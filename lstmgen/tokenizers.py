@@ -55,7 +55,7 @@ class Tokenizer:
     # -- training ----------------------------------------------------------------------------------
     @classmethod
     def train(cls, kind: str, texts: Iterable[str], *, vocab_size: int = 10000, min_freq: int = 1,
-              lowercase: bool = False) -> "Tokenizer":
+              lowercase: bool = False, specials: Sequence[str] = ()) -> "Tokenizer":
         """Learn a vocabulary from an iterable of text chunks (streamed: the corpus never sits in memory).
 
         Args:
@@ -64,11 +64,13 @@ class Tokenizer:
             vocab_size: the largest vocabulary for word and bpe (char keeps every character seen).
             min_freq: words or characters seen fewer times become `<unk>` (char, word).
             lowercase: lowercase before splitting (word only).
+            specials: extra tokens with their own ids, never split and never learned from the text (a
+                sequence-to-sequence target's `<s>` and `</s>`).
         """
         if kind not in KINDS:
             raise UserInputError(f"tokenizer must be one of {', '.join(KINDS)}, got {kind!r}")
         if kind == "bpe":
-            return cls(_train_bpe(texts, vocab_size, min_freq), "bpe")
+            return cls(_train_bpe(texts, vocab_size, min_freq, specials), "bpe")
         counts: Counter = Counter()
         for chunk in texts:
             if kind == "char":  # count code points in C: hundreds of megabytes in seconds
@@ -79,14 +81,18 @@ class Tokenizer:
         if kind == "char":
             keep = sorted(c for c, n in counts.items() if n >= min_freq)
             vocab = {UNK: 0, **{c: i + 1 for i, c in enumerate(keep)}}
+            vocab.update({t: len(vocab) + i for i, t in enumerate(specials)})
         else:
             # Corpora like PTB already spell rare words `<unk>`: that is our own special token, not a word.
             counts.pop(EOS, None)
             counts.pop(UNK, None)
+            for tok in specials:
+                counts.pop(tok, None)
             ranked = sorted((w for w, n in counts.items() if n >= min_freq), key=lambda w: (-counts[w], w))
-            ranked = ranked[: max(0, vocab_size - 2)]
-            vocab = {UNK: 0, EOS: 1, **{w: i + 2 for i, w in enumerate(ranked)}}
-        return cls(_wordlevel(kind, vocab, lowercase), kind)
+            ranked = ranked[: max(0, vocab_size - 2 - len(specials))]
+            vocab = {UNK: 0, EOS: 1, **{t: i + 2 for i, t in enumerate(specials)}}
+            vocab.update({w: len(vocab) + i for i, w in enumerate(ranked)})
+        return cls(_wordlevel(kind, vocab, lowercase, specials), kind)
 
     # -- use -----------------------------------------------------------------------------------------
     @property
@@ -173,7 +179,7 @@ def _word_pieces(text: str) -> Iterator[str]:
     yield from text.split("\n")[-1].split()
 
 
-def _wordlevel(kind: str, vocab: dict, lowercase: bool) -> HFTokenizer:
+def _wordlevel(kind: str, vocab: dict, lowercase: bool, specials: Sequence[str] = ()) -> HFTokenizer:
     hf = HFTokenizer(models.WordLevel(vocab, unk_token=UNK))
     if kind == "char":
         # Isolate every code point, newlines included ([\s\S] rather than ., which skips "\n").
@@ -186,16 +192,16 @@ def _wordlevel(kind: str, vocab: dict, lowercase: bool) -> HFTokenizer:
         hf.normalizer = normalizers.Sequence(norm)
         hf.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
         hf.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
-    hf.add_special_tokens([UNK] if kind == "char" else [UNK, EOS])
+    hf.add_special_tokens(([UNK] if kind == "char" else [UNK, EOS]) + list(specials))
     return hf
 
 
-def _train_bpe(texts: Iterable[str], vocab_size: int, min_freq: int) -> HFTokenizer:
+def _train_bpe(texts: Iterable[str], vocab_size: int, min_freq: int, specials: Sequence[str] = ()) -> HFTokenizer:
     hf = HFTokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     hf.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_freq, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=list(specials))
     hf.train_from_iterator(texts, trainer=trainer)
     return hf
 

@@ -53,3 +53,23 @@ def plot_confusion(confusion, labels, path: Path, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_attention(weights, src_tokens, tgt_tokens, path: Path, title: str = "") -> None:
+    """A heatmap of attention weights: one row per target token, one column per source token."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    T, S = len(tgt_tokens), len(src_tokens)
+    fig, ax = plt.subplots(figsize=(0.45 * S + 2.5, 0.4 * T + 2), dpi=110)
+    ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(S), src_tokens, rotation=60, ha="right")
+    ax.set_yticks(range(T), tgt_tokens)
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    ax.set_title(title or "attention")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

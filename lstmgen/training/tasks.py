@@ -264,3 +264,96 @@ def tag_batch(rows):
             chars[b, i, :len(c)] = torch.as_tensor(c)
             char_lengths[b, i] = len(c)
     return words, chars, char_lengths, torch.tensor([len(r[0]) for r in rows]), tags
+
+
+class Seq2SeqTask:
+    """Sequence to sequence with teacher forcing: shuffled batches of pairs with similar source lengths;
+    the target is fed as <s> y_1 .. y_n and predicted as y_1 .. y_n </s>.
+
+    The loss per target token is label-smoothed cross-entropy (Szegedy et al. 2016): (1 - eps) times the
+    gold token's negative log-probability plus eps times the mean over the vocabulary; with coverage,
+    `coverage_weight` times See et al.'s coverage loss is added. Padding is masked out of both.
+
+    Args:
+        train: (source ids, target ids) pairs, without <s> / </s>.
+        valid: the same for validation.
+        config: batch_size, seed.
+        bos_id / eos_id: the target's <s> and </s>.
+        label_smoothing: eps.
+        coverage_weight: lambda of the coverage loss.
+        scorer: called with the model at each validation; returns extra figures (BLEU on a sample, ...).
+    """
+
+    carries_state = False
+
+    def __init__(self, train, valid, config: TrainConfig, bos_id: int, eos_id: int, label_smoothing: float = 0.1,
+                 coverage_weight: float = 1.0, scorer=None) -> None:
+        self.train, self.valid, self.cfg = list(train), list(valid), config
+        self.bos, self.eos, self.eps, self.cov_w = bos_id, eos_id, label_smoothing, coverage_weight
+        self.scorer = scorer
+        self._epoch, self._order = -1, []
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.train) / self.cfg.batch_size)
+
+    def collate(self, rows) -> Tuple[Tensor, ...]:
+        """(src (B, S), src lengths (B,), target in (B, T), target out (B, T), target lengths (B,))."""
+        src, src_len = pad_batch([r[0] for r in rows])
+        tgt_in, tgt_len = pad_batch([[self.bos] + list(r[1]) for r in rows])
+        tgt_out, _ = pad_batch([list(r[1]) + [self.eos] for r in rows])
+        return src, src_len, tgt_in, tgt_out, tgt_len
+
+    def batch(self, epoch: int, index: int) -> Tuple[Tensor, ...]:
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._order = length_buckets([len(r[0]) for r in self.train], self.cfg.batch_size,
+                                         self.cfg.seed * 1000 + epoch)
+        return self.collate([self.train[i] for i in self._order[index]])
+
+    def initial_state(self, model, device):
+        return None
+
+    def _losses(self, model, batch, amp: bool) -> Tuple[Tensor, Tensor, int]:
+        """(training loss summed over target tokens, negative log-likelihood summed, tokens)."""
+        src, src_len, tgt_in, tgt_out, tgt_len = batch
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            logp, _, cov = model(src, src_len, tgt_in)
+        mask = (torch.arange(tgt_in.shape[1], device=tgt_in.device)[None, :] < tgt_len.to(tgt_in.device)[:, None])
+        nll = -logp.gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1)
+        loss = (1 - self.eps) * nll + self.eps * -logp.mean(-1) if self.eps else nll
+        if cov is not None:
+            loss = loss + self.cov_w * cov.float()
+        m = mask.float()
+        return (loss * m).sum(), (nll * m).sum(), int(tgt_len.sum())
+
+    def loss(self, model, batch, state, amp: bool):
+        total, _, n = self._losses(model, batch, amp)
+        return total / max(n, 1), None, n
+
+    def evaluate(self, model, device) -> Dict:
+        model.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for k in range(0, len(self.valid), 64):
+                batch = [t.to(device) for t in self.collate(self.valid[k:k + 64])]
+                _, nll, n = self._losses(model, batch, False)
+                total, count = total + float(nll), count + n
+        loss = total / max(count, 1)
+        record = {"valid_loss": loss, "valid_ppl": math.exp(min(loss, 50))}
+        if self.scorer is not None:
+            record.update(self.scorer(model))
+        return record
+
+    @staticmethod
+    def better(record: Dict, best: Optional[Dict]) -> bool:
+        return best is None or record["valid_loss"] < best["valid_loss"]
+
+    @staticmethod
+    def postfix(record: Dict) -> Dict[str, str]:
+        out = {"loss": f"{record['loss']:.3f}"}
+        if "valid_loss" in record:
+            out["val"] = f"{record['valid_loss']:.3f}"
+        for k in ("valid_bleu", "valid_rouge2", "valid_exact_match"):
+            if k in record:
+                out[k[6:]] = f"{record[k]:.2f}"
+        return out

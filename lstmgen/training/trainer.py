@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from ..data import TokenArray
 from ..errors import UserInputError
+from ..serial import tied_aliases
 from .checkpoint import (
     atomic_save_tensors,
     load_checkpoint,
@@ -250,10 +251,10 @@ class Trainer:
             tqdm.write("lstmgen: weights are not finite; checkpoint not written (the previous one stays)",
                        file=sys.stderr)
             return
-        tied = getattr(self.model.config, "tie_weights", False)
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items() if k != "decoder.weight" or not tied}
+        aliases = tied_aliases(self.model)  # a tied weight is stored once
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items() if k not in aliases}
         if self.best_state is not None:
-            tensors.update({f"best.{k}": v for k, v in self.best_state.items() if k != "decoder.weight" or not tied})
+            tensors.update({f"best.{k}": v for k, v in self.best_state.items() if k not in aliases})
         opt_tensors, opt_meta = optimizer_to_tensors(self.opt)
         tensors.update(opt_tensors)
         if self.state is not None:
@@ -277,8 +278,8 @@ class Trainer:
 
         def weights(prefix: str) -> Dict[str, torch.Tensor]:
             sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            if getattr(self.model.config, "tie_weights", False):
-                sd["decoder.weight"] = sd["embedding.weight"]
+            for alias, name in tied_aliases(self.model).items():
+                sd[alias] = sd[name]
             return sd
 
         self.model.load_state_dict(weights("model."))

@@ -1,0 +1,223 @@
+"""The work behind `lstmgen train seq2seq` and `lstmgen eval` of a seq2seq folder, callable from Python.
+
+Presets are the recipes whose figures the README reports; flags override them.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+from tqdm import tqdm
+
+from .data.parallel import ParallelCorpus, open_parallel
+from .errors import UserInputError, check_range
+from .generation import GenerationConfig
+from .models.seq2seq import Seq2Seq, Seq2SeqConfig
+from .tokenizers import KINDS, Tokenizer
+from .training import TrainConfig, Trainer, pick_device
+from .training.tasks import Seq2SeqTask
+from .training.textmetrics import text_scores
+from .translation import BOS, EOS, Translator
+
+PRESETS: Dict[str, dict] = {
+    # Multi30k De->En on a laptop CPU: one-layer BiLSTM encoder and decoder, 256 wide, Luong general
+    # attention with input feeding, separate 8k BPE vocabularies, an hour on 2 cores.
+    "multi30k-cpu": dict(data="multi30k:de-en", vocab_size=8000, embed_size=256, hidden_size=256, encoder_layers=1,
+                         decoder_layers=1, attention="general", dropout=0.3, label_smoothing=0.1,
+                         train=dict(optimizer="adamw", lr=3e-3, batch_size=64, max_minutes=60, warmup_steps=200,
+                                    weight_decay=0.01, clip=1.0, eval_every=1000, schedule="cosine")),
+    # The same recipe at the size strong LSTM-attention systems use (2 layers, 512 wide); for a GPU.
+    "multi30k": dict(data="multi30k:de-en", vocab_size=8000, embed_size=512, hidden_size=512, encoder_layers=2,
+                     decoder_layers=2, attention="general", dropout=0.3, label_smoothing=0.1,
+                     train=dict(optimizer="adamw", lr=2e-3, batch_size=64, max_epochs=30, warmup_steps=400,
+                                weight_decay=0.01, clip=1.0, eval_every=1000, schedule="cosine")),
+    # Headline generation: one shared BPE vocabulary, Bahdanau attention, copying and coverage (See et al.).
+    "gigaword-copy": dict(data="gigaword", vocab_size=4000, shared_vocab=True, embed_size=128, hidden_size=256,
+                          encoder_layers=1, decoder_layers=1, attention="bahdanau", copy=True, coverage=True,
+                          dropout=0.3, label_smoothing=0.0, no_repeat_ngram_size=3,
+                          train=dict(optimizer="adamw", lr=2e-3, batch_size=32, max_epochs=30, warmup_steps=100,
+                                     weight_decay=0.01, clip=1.0, eval_every=100, schedule="cosine")),
+    # The same model without copying and coverage: the baseline the copy preset is compared with.
+    "gigaword": dict(data="gigaword", vocab_size=4000, shared_vocab=True, embed_size=128, hidden_size=256,
+                     encoder_layers=1, decoder_layers=1, attention="bahdanau", copy=False, coverage=False,
+                     dropout=0.3, label_smoothing=0.0, no_repeat_ngram_size=3,
+                     train=dict(optimizer="adamw", lr=2e-3, batch_size=32, max_epochs=30, warmup_steps=100,
+                                weight_decay=0.01, clip=1.0, eval_every=100, schedule="cosine")),
+}
+
+
+@dataclass
+class Seq2SeqRecipe:
+    """Everything `lstmgen train seq2seq` needs (a preset fills what is not given).
+
+    Args:
+        data / src_lang / tgt_lang: the pairs (data.parallel).
+        out: the model folder.
+        tokenizer: "bpe" (default), "word" or "char".
+        vocab_size: per side, or of the one shared vocabulary.
+        shared_vocab: one tokenizer and one embedding for both sides (needed for copying).
+        max_source_tokens / max_target_tokens: longer texts are cut (counted, recorded in config.json).
+        embed_size ... coverage: the model (Seq2SeqConfig).
+        label_smoothing / coverage_weight: the loss (Seq2SeqTask).
+        num_beams / length_penalty / no_repeat_ngram_size / max_new_tokens: decoding defaults saved with
+            the model and used for the final valid/test figures.
+        eval_examples: validation pairs decoded greedily at each evaluation for BLEU/ROUGE (0: none).
+    """
+
+    data: str
+    out: str
+    src_lang: Optional[str] = None
+    tgt_lang: Optional[str] = None
+    tokenizer: str = "bpe"
+    vocab_size: int = 8000
+    shared_vocab: bool = False
+    max_source_tokens: int = 400
+    max_target_tokens: int = 200
+    embed_size: int = 256
+    hidden_size: int = 512
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    bidirectional: bool = True
+    attention: str = "general"
+    input_feed: bool = True
+    dropout: float = 0.3
+    tie_output: bool = True
+    copy: bool = False
+    coverage: bool = False
+    label_smoothing: float = 0.1
+    coverage_weight: float = 1.0
+    num_beams: int = 5
+    length_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    max_new_tokens: int = 200
+    eval_examples: int = 500
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=64, max_epochs=10))
+
+    def __post_init__(self) -> None:
+        if self.tokenizer not in KINDS:
+            raise UserInputError(f"--tokenizer must be one of {', '.join(KINDS)}, got {self.tokenizer!r}")
+        for name in ("vocab_size", "max_source_tokens", "max_target_tokens", "num_beams", "max_new_tokens"):
+            check_range(name, getattr(self, name), 1)
+        check_range("label_smoothing", self.label_smoothing, 0.0, 1.0)
+        check_range("eval_examples", self.eval_examples, 0)
+
+    @classmethod
+    def from_preset(cls, preset: Optional[str], **overrides) -> "Seq2SeqRecipe":
+        """A recipe from a preset with `overrides` (None values ignored; train settings under "train")."""
+        if preset is not None and preset not in PRESETS:
+            raise UserInputError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+        base = json.loads(json.dumps(PRESETS.get(preset, {})))
+        train = dict(base.pop("train", {}), **{k: v for k, v in overrides.pop("train", {}).items() if v is not None})
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base, train=TrainConfig(**train))
+
+
+def _tokenizers(recipe: Seq2SeqRecipe, corpus: ParallelCorpus):
+    pairs = corpus.splits["train"]
+    kw = dict(vocab_size=recipe.vocab_size, specials=[BOS, EOS])
+    if recipe.shared_vocab:
+        tok = Tokenizer.train(recipe.tokenizer, (t for p in pairs for t in p), **kw)
+        return tok, tok
+    return (Tokenizer.train(recipe.tokenizer, (s for s, _ in pairs), **kw),
+            Tokenizer.train(recipe.tokenizer, (t for _, t in pairs), **kw))
+
+
+def encode_pairs(pipe: Translator, pairs, max_target: int):
+    """(source ids, target ids) per pair and how many sources / targets were cut."""
+    sources, cut_src = pipe.source_ids([s for s, _ in pairs])
+    targets, cut_tgt = [], 0
+    for _, t in pairs:
+        ids = pipe.tgt_tok.encode(t)
+        if len(ids) > max_target:
+            ids, cut_tgt = ids[:max_target], cut_tgt + 1
+        targets.append(ids)
+    return list(zip(sources, targets)), cut_src, cut_tgt
+
+
+def score_pairs(pipe: Translator, pairs, **options) -> Dict:
+    """Decode the sources of `pairs` and score them against the targets (the task's figures), with the
+    decoding speed."""
+    t0 = time.perf_counter()
+    hyps = pipe([s for s, _ in pairs], **options)
+    seconds = time.perf_counter() - t0
+    out = text_scores(pipe.text_task, hyps, [t for _, t in pairs])
+    return {**out, "examples": len(pairs), "sentences_per_s": round(len(pairs) / max(seconds, 1e-9), 1)}
+
+
+def train_seq2seq(recipe: Seq2SeqRecipe, command: Optional[str] = None) -> Dict:
+    """Train an encoder-decoder, write its folder and report valid and test figures (beam search).
+
+    Args:
+        recipe: data, tokenizer, model, loss and training settings.
+        command: the command recorded in the model card (default: this process's argv).
+    """
+    corpus = open_parallel(recipe.data, recipe.src_lang, recipe.tgt_lang)
+    if not corpus.splits.get("train"):
+        raise UserInputError(f"{recipe.data}: no training pairs")
+    src_tok, tgt_tok = _tokenizers(recipe, corpus)
+    mc = Seq2SeqConfig(src_vocab_size=src_tok.vocab_size, tgt_vocab_size=tgt_tok.vocab_size,
+                       embed_size=recipe.embed_size, hidden_size=recipe.hidden_size,
+                       encoder_layers=recipe.encoder_layers, decoder_layers=recipe.decoder_layers,
+                       bidirectional=recipe.bidirectional, attention=recipe.attention, input_feed=recipe.input_feed,
+                       dropout=recipe.dropout, share_embeddings=recipe.shared_vocab, tie_output=recipe.tie_output,
+                       copy=recipe.copy, coverage=recipe.coverage)
+    cfg = recipe.train
+    torch.manual_seed(cfg.seed)
+    model = Seq2Seq(mc)
+    gen = GenerationConfig(num_beams=recipe.num_beams, length_penalty=recipe.length_penalty, temperature=0.0,
+                           no_repeat_ngram_size=recipe.no_repeat_ngram_size, max_new_tokens=recipe.max_new_tokens)
+    pipe = Translator(model, src_tok, tgt_tok, gen, corpus.task, recipe.max_source_tokens)
+    train, cut_src, cut_tgt = encode_pairs(pipe, corpus.splits["train"], recipe.max_target_tokens)
+    valid, _, _ = encode_pairs(pipe, corpus.splits.get("valid", []), recipe.max_target_tokens)
+    if cut_src or cut_tgt:
+        tqdm.write(f"lstmgen: {cut_src} training sources longer than {recipe.max_source_tokens} tokens and "
+                   f"{cut_tgt} targets longer than {recipe.max_target_tokens} were cut", file=sys.stderr)
+    sample = corpus.splits.get("valid", [])[:recipe.eval_examples]
+
+    def scorer(m) -> Dict:  # greedy decoding of a validation sample: the figure people watch
+        scores = score_pairs(pipe, sample, num_beams=1, no_repeat_ngram_size=0) if sample else {}
+        return {f"valid_{k}": v for k, v in scores.items() if isinstance(v, (int, float)) and k != "examples"}
+
+    out = Path(recipe.out)
+    info = {"num_parameters": model.num_parameters(),
+            "data": {"name": corpus.name, "split_note": corpus.note, "src_lang": corpus.src_lang,
+                     "tgt_lang": corpus.tgt_lang, **{f"{s}_pairs": len(v) for s, v in corpus.splits.items()},
+                     "cut_sources": cut_src, "cut_targets": cut_tgt},
+            "training": {"config": cfg.to_dict(), "device": str(pick_device(cfg.device)),
+                         "label_smoothing": recipe.label_smoothing, "coverage_weight": recipe.coverage_weight,
+                         "command": command or "lstmgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])}}
+    pipe.info = info
+    task = Seq2SeqTask(train, valid, cfg, pipe.bos, pipe.eos, recipe.label_smoothing, recipe.coverage_weight,
+                       scorer if recipe.eval_examples else None)
+    trainer = Trainer(model, task, None, cfg, out, on_best=lambda best: pipe.save_pretrained(out))
+    summary = trainer.fit()
+    model.eval()
+    metrics = {split: score_pairs(pipe, corpus.splits[split]) for split in ("valid", "test")
+               if corpus.splits.get(split)}
+    info["training"]["summary"] = {k: v for k, v in summary.items() if k != "best"}
+    info["metrics"] = metrics
+    pipe.save_pretrained(out)
+    return {**summary, "metrics": metrics, "out": str(out)}
+
+
+def evaluate_seq2seq(pipe: Translator, data: str, split: str = "test", src_lang: Optional[str] = None,
+                     tgt_lang: Optional[str] = None, **options) -> Dict:
+    """Figures of a Translator on a split of `data` (BLEU/chrF, ROUGE or EM/F1 by the model's task).
+
+    Args:
+        pipe: the Translator.
+        data / src_lang / tgt_lang: the pairs.
+        split: "train", "valid" or "test".
+        **options: decoding options (num_beams, ...).
+    """
+    corpus = open_parallel(data, src_lang, tgt_lang)
+    pairs: List = corpus.splits.get(split) or []
+    if not pairs:
+        raise UserInputError(f"{data}: no {split} pairs")
+    return {"data": corpus.name, "split": split, **score_pairs(pipe, pairs, **options)}
