@@ -32,6 +32,10 @@ class LMRecipe:
         min_freq: rarer words become `<unk>` (word).
         lowercase: lowercase words (word).
         embed_size, hidden_size, num_layers, dropout, tie_weights: the model (LMConfig).
+        dropout_input, dropout_hidden, dropout_output, dropout_embedding, weight_drop, locked_dropout,
+            mogrifier_rounds, backend: regularization and the LSTM variant (LMConfig; AWD-LSTM's switches).
+        init_from: start from this LM folder's tokenizer and weights (its sizes win; the regularization
+            settings here apply): AWD-LSTM's fine-tuning stage, or adapting an LM to new text (ULMFiT).
         valid_fraction: held-out part for sources without an official split.
         encoding_errors: "strict", "replace" or "ignore" for bytes that are not UTF-8.
         save_dtype: "float32" or "float16" for model.safetensors.
@@ -48,6 +52,15 @@ class LMRecipe:
     num_layers: int = 2
     dropout: float = 0.35
     tie_weights: bool = True
+    dropout_input: Optional[float] = None
+    dropout_hidden: Optional[float] = None
+    dropout_output: Optional[float] = None
+    dropout_embedding: float = 0.0
+    weight_drop: float = 0.0
+    locked_dropout: bool = False
+    mogrifier_rounds: int = 0
+    backend: str = "auto"
+    init_from: Optional[str] = None
     valid_fraction: float = 0.1
     encoding_errors: str = "strict"
     save_dtype: str = "float32"
@@ -100,23 +113,35 @@ def train_lm(recipe: LMRecipe, *, resume: bool = False, command: Optional[str] =
     corpus = open_corpus(recipe.data, valid_fraction=recipe.valid_fraction, encoding_errors=recipe.encoding_errors)
     if not any(chunk.strip() for chunk in corpus.chunks("train")):
         raise UserInputError(f"corpus {recipe.data!r} holds only whitespace; give it some text")
+    resuming = resume and (out / "config.json").exists()
+    init = TextGenerator.from_pretrained(recipe.init_from) if recipe.init_from and not resuming else None
     if resume and (out / "tokenizer.json").exists():
         tokenizer = Tokenizer.load(out / "tokenizer.json")
+    elif init is not None:
+        tokenizer = init.tokenizer
     else:
         tokenizer = Tokenizer.train(recipe.tokenizer, corpus.chunks("train"), vocab_size=recipe.vocab_size,
                                     min_freq=recipe.min_freq, lowercase=recipe.lowercase)
     train_tokens = token_cache(corpus, "train", tokenizer)
     valid_tokens = token_cache(corpus, "valid", tokenizer)
-    if resume and (out / "config.json").exists():  # a resumed run keeps the model it started with
+    regularization = {k: getattr(recipe, k) for k in ("dropout", "dropout_input", "dropout_hidden", "dropout_output",
+                                                      "dropout_embedding", "weight_drop", "locked_dropout")}
+    if resuming:  # a resumed run keeps the model it started with
         lm_config = LMConfig.from_dict(read_json(out / "config.json")["model"])
+    elif init is not None:
+        (out / LOG).unlink(missing_ok=True)
+        lm_config = LMConfig.from_dict({**init.model.config.to_dict(), **regularization})
     else:
         (out / LOG).unlink(missing_ok=True)  # a fresh run starts a fresh log
         lm_config = LMConfig(vocab_size=tokenizer.vocab_size, embed_size=recipe.embed_size,
                              hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
-                             dropout=recipe.dropout, tie_weights=recipe.tie_weights)
+                             tie_weights=recipe.tie_weights, mogrifier_rounds=recipe.mogrifier_rounds,
+                             backend=recipe.backend, **regularization)
     cfg = recipe.train
     torch.manual_seed(cfg.seed)  # the initial weights follow --seed too
     model = LanguageModel(lm_config)
+    if init is not None:
+        model.load_state_dict(init.model.state_dict())
     _check_space(out, model)
     device = pick_device(cfg.device)
     info = {"num_parameters": model.num_parameters(),

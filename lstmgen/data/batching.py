@@ -7,7 +7,7 @@ the model sees unbounded context while backpropagation stays `bptt` steps long.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Tuple
 
 import numpy as np
 import torch
@@ -39,8 +39,24 @@ class StreamBatcher:
 
     def window(self, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets of window k, each (B, T) int64."""
-        start = k * self.bptt
-        end = min(start + self.bptt, self.stream_len)
+        return self.span(k * self.bptt, self.bptt)
+
+    def variable_windows(self, seed: int) -> List[Tuple[int, int]]:
+        """(start, length) of one epoch's windows with lengths drawn as in AWD-LSTM (section 4.1): bptt with
+        probability 0.95, else bptt / 2, then a normal draw around that with deviation 5, at least 5 and
+        at most bptt + 20 tokens. Seeded, so a resumed run draws the same windows."""
+        rng = np.random.default_rng(seed)
+        out, start = [], 0
+        while start < self.stream_len:
+            base = self.bptt if rng.random() < 0.95 else self.bptt / 2
+            n = int(min(max(5, round(rng.normal(base, 5))), self.bptt + 20))
+            out.append((start, min(n, self.stream_len - start)))
+            start += n
+        return out
+
+    def span(self, start: int, length: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets of `length` steps from `start` in every stream, each (B, T) int64."""
+        end = min(start + length, self.stream_len)
         rows = [self.ids[b * self.stream_len + start: b * self.stream_len + end + 1] for b in range(self.batch_size)]
         block = torch.from_numpy(np.stack(rows).astype(np.int64))
         return block[:, :-1], block[:, 1:]

@@ -1,5 +1,10 @@
 """The LSTM language model: embedding -> dropout -> LSTM -> dropout -> (projection) -> tied decoder.
 
+Regularization follows AWD-LSTM (Merity et al. 2017), each part switchable: embedding dropout (whole
+words), dropout on the input, between layers and on the output — locked (one mask per sequence) or
+standard —, weight drop on the hidden-to-hidden matrices, and AR/TAR (training.tasks). The Mogrifier LSTM
+(Melis et al. 2019) is an option of the reference backend.
+
 Weight tying (Press & Wolf 2017; Inan et al. 2017) shares the embedding matrix with the output layer: fewer
 parameters and lower perplexity. When the LSTM's hidden size differs from the embedding size, a linear
 projection maps h_t down to the embedding size first, so tying still applies.
@@ -10,11 +15,13 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..errors import UserInputError, check_range
 from ..nn import LSTM
+from ..nn.regularizers import embedding_dropout, locked_dropout
 from ..serial import JSONConfig
 
 State = Tuple[Tensor, Tensor]
@@ -29,9 +36,16 @@ class LMConfig(JSONConfig):
         embed_size: embedding width (None: the hidden size, so tying needs no projection).
         hidden_size: LSTM width.
         num_layers: stacked LSTM layers.
-        dropout: dropout on the embeddings, between layers and on the LSTM output.
+        dropout: dropout on the embeddings, between layers and on the LSTM output (each of the three
+            can be set apart below).
         tie_weights: share the embedding with the output layer.
         backend: the LSTM backend ("auto", "fused", "reference").
+        dropout_input / dropout_hidden / dropout_output: the dropout on the embedded input, between LSTM
+            layers and on the last layer's output (None: `dropout`). AWD-LSTM: 0.65 / 0.3 / 0.4.
+        dropout_embedding: drop whole words from the embedding matrix (AWD-LSTM: 0.1).
+        weight_drop: DropConnect on the hidden-to-hidden matrices (AWD-LSTM: 0.5).
+        locked_dropout: one dropout mask per sequence instead of one per step (variational dropout).
+        mogrifier_rounds: Mogrifier LSTM rounds (0: off; needs backend "reference").
     """
 
     vocab_size: int
@@ -41,15 +55,32 @@ class LMConfig(JSONConfig):
     dropout: float = 0.35
     tie_weights: bool = True
     backend: str = "auto"
+    dropout_input: Optional[float] = None
+    dropout_hidden: Optional[float] = None
+    dropout_output: Optional[float] = None
+    dropout_embedding: float = 0.0
+    weight_drop: float = 0.0
+    locked_dropout: bool = False
+    mogrifier_rounds: int = 0
 
     def __post_init__(self) -> None:
         check_range("vocab_size", self.vocab_size, 1)
         check_range("hidden_size", self.hidden_size, 1)
         check_range("embed_size", self.embed_size, 1)
         check_range("num_layers", self.num_layers, 1)
-        check_range("dropout", self.dropout, 0.0, 1.0)
-        if self.dropout >= 1.0:
-            raise UserInputError("dropout must be < 1")
+        for name in ("dropout", "dropout_input", "dropout_hidden", "dropout_output", "dropout_embedding",
+                     "weight_drop"):
+            check_range(name, getattr(self, name), 0.0, 1.0)
+            if (getattr(self, name) or 0.0) >= 1.0:
+                raise UserInputError(f"{name} must be < 1")
+        check_range("mogrifier_rounds", self.mogrifier_rounds, 0)
+        if self.mogrifier_rounds and self.backend != "reference":
+            raise UserInputError("the Mogrifier LSTM runs on the reference backend; set backend to reference")
+
+    def rate(self, which: str) -> float:
+        """The dropout of "input", "hidden" or "output" (its own setting, else `dropout`)."""
+        own = getattr(self, f"dropout_{which}")
+        return self.dropout if own is None else own
 
     @property
     def embedding_dim(self) -> int:
@@ -69,9 +100,9 @@ class LanguageModel(nn.Module):
         self.config = config
         E, H = config.embedding_dim, config.hidden_size
         self.embedding = nn.Embedding(config.vocab_size, E)
-        self.drop = nn.Dropout(config.dropout)
-        self.lstm = LSTM(E, H, config.num_layers, batch_first=True, dropout=config.dropout,
-                         backend=config.backend)
+        self.lstm = LSTM(E, H, config.num_layers, batch_first=True, dropout=config.rate("hidden"),
+                         backend=config.backend, weight_drop=config.weight_drop,
+                         locked_dropout=config.locked_dropout, mogrifier_rounds=config.mogrifier_rounds)
         self.proj = nn.Linear(H, E, bias=False) if (config.tie_weights and H != E) else None
         self.decoder = nn.Linear(E if config.tie_weights else H, config.vocab_size)
         if config.tie_weights:
@@ -92,24 +123,32 @@ class LanguageModel(nn.Module):
         z = torch.zeros(c.num_layers, batch_size, c.hidden_size, device=device)
         return z, z.clone()
 
-    def forward(self, ids: Tensor, state: Optional[State] = None,
-                lengths: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+    def _drop(self, x: Tensor, which: str) -> Tensor:
+        p = self.config.rate(which)
+        if self.config.locked_dropout:
+            return locked_dropout(x, p, self.training)
+        return F.dropout(x, p, self.training)
+
+    def forward(self, ids: Tensor, state: Optional[State] = None, lengths: Optional[Tensor] = None,
+                return_hidden: bool = False):
         """Logits (B, T, V) for ids (B, T), and the LSTM state after the last step.
 
         With `lengths` (B,), row b holds lengths[b] real tokens followed by padding: the rows run as one
-        packed batch and each row's state is taken after its own last token.
+        packed batch and each row's state is taken after its own last token. With `return_hidden`, also
+        the last layer's output before and after its dropout (for AR/TAR).
         """
-        x = self.drop(self.embedding(ids))
+        x = self._drop(embedding_dropout(self.embedding, ids, self.config.dropout_embedding, self.training), "input")
         if lengths is None:
             y, state = self.lstm(x, state)
         else:
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
             y, state = self.lstm(packed, state)
             y, _ = pad_packed_sequence(y, batch_first=True, total_length=ids.shape[1])
-        y = self.drop(y)
-        if self.proj is not None:
-            y = self.proj(y)
-        return self.decoder(y), state
+        dropped = self._drop(y, "output")
+        z = self.proj(dropped) if self.proj is not None else dropped
+        if return_hidden:
+            return self.decoder(z), state, (y, dropped)
+        return self.decoder(z), state
 
     def step(self, ids: Tensor, state: State) -> Tuple[Tensor, State]:
         """One decoding step: ids (B,) and the state -> logits (B, V) and the new state (eval mode)."""

@@ -15,13 +15,15 @@ variants the fused kernel cannot run (gate read-outs, Mogrifier, ...) live.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
-from torch import Tensor, nn
+import torch.nn.functional as F
+from torch import _VF, Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..errors import UserInputError
+from .regularizers import locked_dropout
 
 BACKENDS = ("auto", "fused", "reference")
 State = Tuple[Tensor, Tensor]
@@ -67,27 +69,100 @@ class LSTM(nn.LSTM):
         dropout: dropout on the outputs of every layer but the last (training only).
         bidirectional: run a second LSTM over the reversed sequence and concatenate.
         backend: "fused" (torch's kernels), "reference" (the equations) or "auto" (fused).
+        weight_drop: DropConnect on the hidden-to-hidden matrices while training (AWD-LSTM): one mask per
+            forward call, and the dropped matrices go to the same fused kernel.
+        locked_dropout: the dropout between layers uses one mask per sequence (variational dropout).
+        mogrifier_rounds: Mogrifier LSTM (Melis et al. 2019): before each step, x and h gate each other
+            in this many alternating rounds (x <- 2 sigmoid(Q h) * x, h <- 2 sigmoid(R x) * h). Reference
+            backend only: the fused kernel has no such step.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 backend: str = "auto", device=None, dtype=None) -> None:
+                 backend: str = "auto", weight_drop: float = 0.0, locked_dropout: bool = False,
+                 mogrifier_rounds: int = 0, device=None, dtype=None) -> None:
         if backend not in BACKENDS:
             raise UserInputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if mogrifier_rounds and (backend != "reference" or bidirectional):
+            raise UserInputError("the Mogrifier LSTM runs on the reference backend, left to right; set "
+                                 "backend to reference")
+        if not 0.0 <= weight_drop < 1.0:
+            raise UserInputError(f"weight_drop must be in [0, 1), got {weight_drop}")
         # torch warns about dropout with one layer; it is simply unused there, as in torch.
         super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
                          dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional,
                          device=device, dtype=dtype)
         self.dropout = float(dropout)
         self.backend = backend
+        self.weight_drop, self.locked_dropout = float(weight_drop), bool(locked_dropout)
+        self.mogrifier_rounds = int(mogrifier_rounds)
+        if mogrifier_rounds:
+            # Round i (from 1) gates x with h when odd (Q: H -> input) and h with x when even (R: input -> H).
+            self.mogrifier = nn.ModuleList(
+                nn.ModuleList(nn.Linear(hidden_size, n_in) if i % 2 == 0 else nn.Linear(n_in, hidden_size)
+                              for i in range(mogrifier_rounds))
+                for n_in in [input_size] + [hidden_size] * (num_layers - 1))
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", backend={self.backend!r}"
+        extra = f", backend={self.backend!r}"
+        if self.weight_drop:
+            extra += f", weight_drop={self.weight_drop}"
+        if self.locked_dropout:
+            extra += ", locked_dropout=True"
+        return super().extra_repr() + extra
 
     def forward(self, input, hx: Optional[State] = None):  # noqa: A002 - torch's name
-        if self.backend in ("auto", "fused"):
+        if self.backend == "reference":
+            return self._reference_forward(input, hx)
+        locked = self.locked_dropout and self.dropout > 0 and self.num_layers > 1
+        if not self.training or not (self.weight_drop or locked):
             return super().forward(input, hx)
-        return self._reference_forward(input, hx)
+        if locked and not isinstance(input, PackedSequence) and input.dim() == 3:
+            return self._layerwise(input, hx)
+        # torch's forward reads the matrices from _flat_weights: hand it the dropped ones for this call.
+        kept = self._flat_weights
+        self._flat_weights = self._dropped_weights()
+        try:
+            return super().forward(input, hx)
+        finally:
+            self._flat_weights = kept
+
+    def _dropped_weights(self) -> List[Optional[Tensor]]:
+        """The flat weight list with DropConnect applied to every weight_hh (training only)."""
+        if not (self.training and self.weight_drop):
+            return list(self._flat_weights)
+        return [F.dropout(w, self.weight_drop, True) if name.startswith("weight_hh") else w
+                for name, w in zip(self._flat_weights_names, self._flat_weights)]
+
+    def _layerwise(self, x: Tensor, hx: Optional[State]):
+        """Training with locked dropout between layers: each layer is one fused call, and the dropout
+        mask between them is shared over time (torch's own inter-layer dropout is not)."""
+        D = 2 if self.bidirectional else 1
+        B = x.shape[0] if self.batch_first else x.shape[1]
+        if hx is None:
+            zeros = x.new_zeros(self.num_layers * D, B, self.hidden_size)
+            hx = (zeros, zeros)
+        weights = self._dropped_weights()
+        n = len(weights) // self.num_layers
+        hs, cs = [], []
+        for k in range(self.num_layers):
+            if k:
+                x = locked_dropout(x, self.dropout, True, self.batch_first)
+            state = (hx[0][k * D:(k + 1) * D].contiguous(), hx[1][k * D:(k + 1) * D].contiguous())
+            x, h, c = _VF.lstm(x, state, weights[k * n:(k + 1) * n], self.bias, 1, 0.0, True, self.bidirectional,
+                               self.batch_first)
+            hs.append(h)
+            cs.append(c)
+        return x, (torch.cat(hs), torch.cat(cs))
+
+    def _mogrify(self, layer: int, x: Tensor, h: Tensor) -> Tuple[Tensor, Tensor]:
+        """Melis et al. 2019, eq. 1-2: alternate x = 2 sigmoid(Q^i h) * x (odd i), h = 2 sigmoid(R^i x) * h."""
+        for i, lin in enumerate(self.mogrifier[layer]):
+            if i % 2 == 0:
+                x = 2 * torch.sigmoid(lin(h)) * x
+            else:
+                h = 2 * torch.sigmoid(lin(x)) * h
+        return x, h
 
     def step(self, x: Tensor, state: State) -> Tuple[Tensor, State]:
         """One time step through every layer, for decoding: x (B, input_size) -> h of the top layer (B, H).
@@ -107,8 +182,11 @@ class LSTM(nn.LSTM):
             b_ih = getattr(self, "bias_ih" + sfx) if self.bias else None
             b_hh = getattr(self, "bias_hh" + sfx) if self.bias else None
             if self.backend == "reference":
+                h_prev = h[layer]
+                if self.mogrifier_rounds:
+                    x, h_prev = self._mogrify(layer, x, h_prev)
                 x_proj = x @ w_ih.t() + (b_ih if b_ih is not None else 0)
-                h_l, c_l = lstm_cell(x_proj, h[layer], c[layer], w_hh, b_hh)
+                h_l, c_l = lstm_cell(x_proj, h_prev, c[layer], w_hh, b_hh)
             else:
                 h_l, c_l = torch.lstm_cell(x, (h[layer], c[layer]), w_ih, w_hh, b_ih, b_hh)
             hs.append(h_l)
@@ -158,26 +236,36 @@ class LSTM(nn.LSTM):
                 sfx = f"_l{layer}" + ("_reverse" if direction else "")
                 inp = _reverse_within_lengths(layer_input, lengths) if direction else layer_input
                 m = None if mask is None else mask  # the mask is the same after reversal within lengths
-                y, (h, c) = self._run_direction(inp, hx[0][k], hx[1][k], sfx, m)
+                y, (h, c) = self._run_direction(inp, hx[0][k], hx[1][k], sfx, m, layer)
                 outputs.append(_reverse_within_lengths(y, lengths) if direction else y)
                 h_out.append(h)
                 c_out.append(c)
             layer_input = torch.cat(outputs, dim=-1) if D == 2 else outputs[0]
             if self.dropout and self.training and layer < self.num_layers - 1:
-                layer_input = nn.functional.dropout(layer_input, self.dropout, True)
+                layer_input = locked_dropout(layer_input, self.dropout, True, batch_first=False) \
+                    if self.locked_dropout else F.dropout(layer_input, self.dropout, True)
         return layer_input, (torch.stack(h_out), torch.stack(c_out))
 
-    def _run_direction(self, x: Tensor, h: Tensor, c: Tensor, sfx: str, mask: Optional[Tensor]):
+    def _run_direction(self, x: Tensor, h: Tensor, c: Tensor, sfx: str, mask: Optional[Tensor], layer: int):
         w_ih, w_hh = getattr(self, "weight_ih" + sfx), getattr(self, "weight_hh" + sfx)
         b_ih = getattr(self, "bias_ih" + sfx) if self.bias else None
         b_hh = getattr(self, "bias_hh" + sfx) if self.bias else None
-        # The input half of every gate does not depend on h, so one matmul covers all steps.
-        x_proj = x @ w_ih.t()
-        if b_ih is not None:
-            x_proj = x_proj + b_ih
+        if self.training and self.weight_drop:  # one DropConnect mask for the whole sequence
+            w_hh = F.dropout(w_hh, self.weight_drop, True)
+        if self.mogrifier_rounds:  # x is gated by h at every step, so its projection is per step too
+            x_proj = None
+        else:  # the input half of every gate does not depend on h, so one matmul covers all steps
+            x_proj = x @ w_ih.t()
+            if b_ih is not None:
+                x_proj = x_proj + b_ih
         ys = []
         for t in range(x.shape[0]):
-            h_new, c_new = lstm_cell(x_proj[t], h, c, w_hh, b_hh)
+            if x_proj is None:
+                x_t, h_in = self._mogrify(layer, x[t], h)
+                xp = x_t @ w_ih.t() + (b_ih if b_ih is not None else 0)
+                h_new, c_new = lstm_cell(xp, h_in, c, w_hh, b_hh)
+            else:
+                h_new, c_new = lstm_cell(x_proj[t], h, c, w_hh, b_hh)
             if mask is not None:  # past a sequence's end the state is frozen and the output is zero
                 m = mask[t]
                 h_new, c_new = m * h_new + (1 - m) * h, m * c_new + (1 - m) * c

@@ -7,7 +7,7 @@ from typing import Optional
 from ..errors import UserInputError, check_range
 from ..serial import JSONConfig
 
-OPTIMIZERS = ("adamw", "sgd", "rmsprop")
+OPTIMIZERS = ("adamw", "sgd", "rmsprop", "ntasgd", "asgd")
 SCHEDULES = ("cosine", "constant")
 
 
@@ -19,7 +19,10 @@ class TrainConfig(JSONConfig):
         batch_size: parallel streams per step (B).
         bptt: window length of truncated backpropagation through time (T).
         lr: peak learning rate.
-        optimizer: "adamw", "sgd" or "rmsprop" (Keras' defaults: rho 0.9, eps 1e-7).
+        optimizer: "adamw", "sgd", "rmsprop" (Keras' defaults: rho 0.9, eps 1e-7), "ntasgd" (AWD-LSTM's
+            non-monotonically triggered averaged SGD: SGD until the validation loss stops improving, then
+            the weights are averaged from there on) or "asgd" (averaged from the first step: AWD-LSTM's
+            fine-tuning stage).
         weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
         momentum: SGD momentum.
         warmup_steps: linear warm-up from 0 to lr.
@@ -37,6 +40,12 @@ class TrainConfig(JSONConfig):
         amp: bf16 autocast on CUDA.
         max_bad_steps: after this many steps in a row with a NaN/inf loss or gradient (each one skipped),
             roll back to the last checkpoint and halve the learning rate.
+        nonmono: NT-ASGD starts averaging when the validation loss is worse than the best of the
+            validations before the last `nonmono` ones (AWD-LSTM: 5).
+        ar / tar: activation and temporal activation regularization of a language model (AWD-LSTM: 2, 1).
+        variable_bptt: draw each window's length around bptt (AWD-LSTM, section 4.1: bptt with probability
+            0.95, else bptt / 2, then N(that, 5)), so windows start at ever new places; the loss (so the
+            SGD step) is scaled by length / bptt.
     """
 
     batch_size: int = 32
@@ -60,6 +69,10 @@ class TrainConfig(JSONConfig):
     device: str = "auto"
     amp: bool = True
     max_bad_steps: int = 5
+    nonmono: int = 5
+    ar: float = 0.0
+    tar: float = 0.0
+    variable_bptt: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "bptt", "eval_every", "eval_batch_size", "log_every", "max_bad_steps"):
@@ -73,6 +86,9 @@ class TrainConfig(JSONConfig):
         check_range("max_epochs", self.max_epochs, 0.0, low_open=True)
         check_range("max_minutes", self.max_minutes, 0.0, low_open=True)
         check_range("patience", self.patience, 1)
+        check_range("nonmono", self.nonmono, 1)
+        check_range("ar", self.ar, 0.0)
+        check_range("tar", self.tar, 0.0)
         if self.optimizer not in OPTIMIZERS:
             raise UserInputError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:

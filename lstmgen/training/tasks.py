@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..data import StreamBatcher, TokenArray
 from ..models import detach_state
+from ..nn.regularizers import activation_penalties
 from .config import TrainConfig
 from .evaluate import stateful_loss, summarize
 
@@ -33,23 +34,40 @@ class LMTask:
     def __init__(self, train: TokenArray, valid: Optional[TokenArray], config: TrainConfig) -> None:
         self.train, self.valid, self.cfg = train, valid, config
         self.batcher = StreamBatcher(train.ids, config.batch_size, config.bptt)
+        self._epoch, self._windows = -1, None
+        if config.variable_bptt:
+            self._schedule(0)
+
+    def _schedule(self, epoch: int) -> None:
+        if epoch != self._epoch:
+            self._epoch, self._windows = epoch, self.batcher.variable_windows(self.cfg.seed * 1000 + epoch)
 
     def __len__(self) -> int:
-        return len(self.batcher)
+        return len(self._windows) if self._windows is not None else len(self.batcher)
 
     def batch(self, epoch: int, index: int) -> Tuple[Tensor, ...]:
-        return self.batcher.window(index)
+        if not self.cfg.variable_bptt:
+            return self.batcher.window(index)
+        self._schedule(epoch)
+        return self.batcher.span(*self._windows[index])
 
     def initial_state(self, model, device):
         return model.init_state(self.cfg.batch_size, device)
 
     def loss(self, model, batch, state, amp: bool):
-        """(loss, the state to carry, tokens scored)."""
+        """(loss to minimize, the state to carry, tokens scored, the cross-entropy to log)."""
         x, y = batch
+        c = self.cfg
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            logits, state = model(x, state)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-        return loss, detach_state(state), y.numel()  # truncated BPTT: keep the values, cut the graph
+            out = model(x, state, return_hidden=bool(c.ar or c.tar))
+        logits, state = out[0], out[1]
+        ce = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+        loss = ce
+        if c.ar or c.tar:
+            loss = loss + activation_penalties(*out[2], c.ar, c.tar)
+        if c.variable_bptt:  # a shorter window takes a smaller step (AWD-LSTM scales the learning rate)
+            loss = loss * (x.shape[1] / c.bptt)
+        return loss, detach_state(state), y.numel(), ce.detach()  # truncated BPTT: keep values, cut the graph
 
     def evaluate(self, model, device) -> Dict:
         total, count = stateful_loss(model, self.valid.ids, self.cfg.eval_batch_size, device=device)

@@ -93,10 +93,19 @@ class Trainer:
         self.bad_evals = 0
         self.bad_steps, self.lr_scale = 0, 1.0
         self.state = self.task.initial_state(self.model, self.device)
+        # Averaged SGD (ntasgd, asgd): the running mean of the weights since averaging began, its count,
+        # and the validation losses that trigger it.
+        self.avg: Optional[Dict[str, torch.Tensor]] = None
+        self.avg_n = 0
+        self.val_history: List[float] = []
+        if config.optimizer == "asgd":
+            self._start_average()
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         c, params = self.cfg, list(self.model.parameters())
         fused = self.device.type == "cuda"
+        if c.optimizer in ("ntasgd", "asgd"):  # plain SGD steps; the averaging is done here (_average)
+            return torch.optim.SGD(params, lr=c.lr, weight_decay=c.weight_decay)
         if c.optimizer == "sgd":
             return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
         if c.optimizer == "rmsprop":  # Keras' defaults: rho 0.9, eps 1e-7
@@ -139,14 +148,16 @@ class Trainer:
                 for g in self.opt.param_groups:
                     g["lr"] = lr
                 batch = [t.to(self.device, non_blocking=True) for t in self.task.batch(self.epoch, self.window)]
-                loss, state, n_tokens = self.task.loss(self.model, batch, self.state, use_amp)
+                loss, state, n_tokens, *shown = self.task.loss(self.model, batch, self.state, use_amp)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip if c.clip else float("inf"))
                 if bool(torch.isfinite(norm)):  # a NaN/inf loss makes the gradient norm non-finite too
                     self.opt.step()
+                    if self.avg is not None:
+                        self._average()
                     self.state = state
-                    run_loss += loss.detach()
+                    run_loss += shown[0] if shown else loss.detach()
                     run_n += 1
                     self.bad_steps = 0
                 else:
@@ -192,6 +203,8 @@ class Trainer:
             log.close()
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
+        elif self.avg is not None:  # no validation: the averaged weights are the result of averaged SGD
+            self._swap_average()
         self.plot()
         return {"steps": self.step, "epochs": round(self.epoch + self.window / len(self.task), 3),
                 "minutes": round(self.elapsed / 60, 2), "best": self.best, "interrupted": interrupted,
@@ -224,16 +237,56 @@ class Trainer:
                    f"{self.step}; learning rate scaled by {scale:g}", file=sys.stderr)
 
     def _evaluate(self) -> Dict:
-        record = self.task.evaluate(self.model, self.device)
-        if self.task.better(record, self.best):
-            self.best = {"step": self.step, **record}
-            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            self.bad_evals = 0
-            if self.on_best is not None:
-                self.on_best(self.best)
-        else:
-            self.bad_evals += 1
+        if self.avg is not None:  # averaged SGD is judged (and kept) with the averaged weights
+            self._swap_average()
+        try:
+            record = self.task.evaluate(self.model, self.device)
+            if self.task.better(record, self.best):
+                self.best = {"step": self.step, **record}
+                self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                self.bad_evals = 0
+                if self.on_best is not None:
+                    self.on_best(self.best)
+            else:
+                self.bad_evals += 1
+        finally:
+            if self.avg is not None:
+                self._swap_average()
+        self._maybe_trigger(record)
         return record
+
+    # -- averaged SGD (Polyak & Juditsky 1992; NT-ASGD: Merity et al. 2017, section 3) --------------------
+    def _start_average(self) -> None:
+        self.avg = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        self.avg_n = 1
+
+    def _average(self) -> None:
+        """Fold the weights after this step into the running mean."""
+        self.avg_n += 1
+        with torch.no_grad():
+            for n, p in self.model.named_parameters():
+                self.avg[n].add_(p.detach() - self.avg[n], alpha=1.0 / self.avg_n)
+
+    def _swap_average(self) -> None:
+        """Exchange the model's weights and the averaged ones (twice restores both)."""
+        with torch.no_grad():
+            for n, p in self.model.named_parameters():
+                tmp = p.detach().clone()
+                p.copy_(self.avg[n])
+                self.avg[n].copy_(tmp)
+
+    def _maybe_trigger(self, record: Dict) -> None:
+        """NT-ASGD: start averaging once the validation loss is worse than the best of the validations
+        before the last `nonmono` ones (the non-monotone trigger of AWD-LSTM)."""
+        loss = record.get("valid_loss")
+        if self.cfg.optimizer != "ntasgd" or self.avg is not None or loss is None:
+            return
+        k = self.cfg.nonmono
+        if len(self.val_history) > k and loss > min(self.val_history[:-k]):
+            self._start_average()
+            tqdm.write(f"lstmgen: step {self.step}: validation stopped improving; averaging the weights from "
+                       "here on (NT-ASGD)", file=sys.stderr)
+        self.val_history.append(loss)
 
     def plot(self) -> None:
         path = self.out / LOG
@@ -259,12 +312,15 @@ class Trainer:
         tensors.update(opt_tensors)
         if self.state is not None:
             tensors["state.h"], tensors["state.c"] = self.state
+        if self.avg is not None:
+            tensors.update({f"avg.{k}": v for k, v in self.avg.items()})
         tensors["rng.cpu"] = torch.get_rng_state()
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         meta = {"trainer": json.dumps({"step": self.step, "window": self.window, "epoch": self.epoch,
                                        "elapsed": self.elapsed, "best": self.best, "bad_evals": self.bad_evals,
-                                       "lr_scale": self.lr_scale, "config": self.cfg.to_dict()}),
+                                       "lr_scale": self.lr_scale, "avg_n": self.avg_n,
+                                       "val_history": self.val_history, "config": self.cfg.to_dict()}),
                 "optimizer": opt_meta}
         atomic_save_tensors(self.out / CHECKPOINT, tensors, meta)
 
@@ -294,6 +350,10 @@ class Trainer:
         self.step, self.window, self.epoch = info["step"], info["window"], info["epoch"]
         self.elapsed, self.best, self.bad_evals = info["elapsed"], info["best"], info["bad_evals"]
         self.lr_scale = info.get("lr_scale", 1.0)
+        self.val_history = info.get("val_history", [])
+        if any(k.startswith("avg.") for k in tensors):
+            self.avg = {k[4:]: v.to(self.device) for k, v in tensors.items() if k.startswith("avg.")}
+            self.avg_n = info.get("avg_n", 1)
         self._truncate_log()
         return True
 
