@@ -25,6 +25,7 @@ from .cli_tasks import (
     cmd_train_tag,
 )
 from .errors import LstmgenError, UserInputError
+from .training.distributed import shutdown_distributed
 
 # flag -> (type, help); all default to None so that "not given" is visible and the TOML can fill it.
 LM_FLAGS = {
@@ -264,6 +265,9 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
     recipe = LMRecipe(**{k: v for k, v in s.items() if k in recipe_keys},
                       train=TrainConfig(**{k: v for k, v in s.items() if k in train_keys}))
     result = train_lm(recipe, resume=args.resume)
+    shutdown_distributed()
+    if "metrics" not in result:  # another rank than 0 under torchrun: rank 0 reports
+        return 130 if result["interrupted"] else 0
     m = result["metrics"]
     print(f"saved {result['out']}  ({result['steps']} steps, {result['epochs']} epochs, {result['minutes']} min)")
     print(f"valid: loss {m['loss']:.4f} (ppl {m['perplexity']:.2f}, {m['bpc']:.3f} bpc), "

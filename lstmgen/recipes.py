@@ -18,6 +18,7 @@ from .models import LanguageModel, LMConfig
 from .pipelines import TextGenerator, read_json
 from .tokenizers import KINDS, Tokenizer
 from .training import CHECKPOINT, LOG, TrainConfig, Trainer, evaluate_lm, pick_device
+from .training.distributed import barrier, init_distributed
 
 
 @dataclass
@@ -110,18 +111,28 @@ def train_lm(recipe: LMRecipe, *, resume: bool = False, command: Optional[str] =
     """
     out = Path(recipe.out)
     _check_out(out, resume)
+    # Under torchrun every rank runs this function: rank 0 makes the tokenizer, the others read its file.
+    dist = init_distributed(recipe.train.device)
+    resuming = resume and (out / "config.json").exists()
+    saved_tokenizer = resume and (out / "tokenizer.json").exists()
+    barrier(dist)  # every rank has looked at the folder before rank 0 writes to it
     corpus = open_corpus(recipe.data, valid_fraction=recipe.valid_fraction, encoding_errors=recipe.encoding_errors)
     if not any(chunk.strip() for chunk in corpus.chunks("train")):
         raise UserInputError(f"corpus {recipe.data!r} holds only whitespace; give it some text")
-    resuming = resume and (out / "config.json").exists()
     init = TextGenerator.from_pretrained(recipe.init_from) if recipe.init_from and not resuming else None
-    if resume and (out / "tokenizer.json").exists():
+    if saved_tokenizer:
         tokenizer = Tokenizer.load(out / "tokenizer.json")
     elif init is not None:
         tokenizer = init.tokenizer
     else:
-        tokenizer = Tokenizer.train(recipe.tokenizer, corpus.chunks("train"), vocab_size=recipe.vocab_size,
-                                    min_freq=recipe.min_freq, lowercase=recipe.lowercase)
+        if dist.main:
+            tokenizer = Tokenizer.train(recipe.tokenizer, corpus.chunks("train"), vocab_size=recipe.vocab_size,
+                                        min_freq=recipe.min_freq, lowercase=recipe.lowercase)
+            if dist.active:
+                tokenizer.save(out / "tokenizer.json")
+        if dist.active:
+            barrier(dist)
+            tokenizer = Tokenizer.load(out / "tokenizer.json")
     train_tokens = token_cache(corpus, "train", tokenizer)
     valid_tokens = token_cache(corpus, "valid", tokenizer)
     regularization = {k: getattr(recipe, k) for k in ("dropout", "dropout_input", "dropout_hidden", "dropout_output",
@@ -157,6 +168,8 @@ def train_lm(recipe: LMRecipe, *, resume: bool = False, command: Optional[str] =
     if resume and not trainer.resume():
         print(f"lstmgen: no checkpoint in {out}; starting a new run", file=sys.stderr)
     summary = trainer.fit()
+    if not dist.main:  # rank 0 scores the model and writes the folder
+        return {**summary, "out": str(out)}
     # The carried-state figure over one stream is the most faithful, but it is sequential: past a million
     # tokens the validation split is scored as eval_batch_size streams instead (stated in the metrics).
     streams = 1 if len(valid_tokens) <= 1_000_000 else cfg.eval_batch_size

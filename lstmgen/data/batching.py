@@ -18,17 +18,22 @@ from ..errors import UserInputError
 class StreamBatcher:
     """Windows of B parallel streams over a token array.
 
+    Under distributed training the array is cut into world x B streams and rank r reads streams
+    r*B .. r*B + B - 1: every rank has its own shard of the text, and the ranks' windows line up.
+
     Args:
         ids: the token ids (a numpy array or memory map; only windows are copied out).
-        batch_size: number of streams B.
+        batch_size: number of streams B (per rank).
         bptt: window length T.
+        rank / world: this process's shard.
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, bptt: int) -> None:
+    def __init__(self, ids: np.ndarray, batch_size: int, bptt: int, rank: int = 0, world: int = 1) -> None:
         self.ids, self.batch_size, self.bptt = ids, batch_size, bptt
+        self.first = rank * batch_size  # the global index of this rank's first stream
         # Inputs use tokens [0, L) of each stream and targets [1, L]; the tail that does not fill
-        # every stream is dropped (at most B tokens).
-        self.stream_len = (len(ids) - 1) // batch_size
+        # every stream is dropped (at most world x B tokens).
+        self.stream_len = (len(ids) - 1) // (batch_size * world)
         if self.stream_len < 1:
             raise UserInputError(f"{len(ids)} tokens are too few for {batch_size} streams; give more text "
                                  "or a smaller --batch-size")
@@ -57,7 +62,8 @@ class StreamBatcher:
     def span(self, start: int, length: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets of `length` steps from `start` in every stream, each (B, T) int64."""
         end = min(start + length, self.stream_len)
-        rows = [self.ids[b * self.stream_len + start: b * self.stream_len + end + 1] for b in range(self.batch_size)]
+        L = self.stream_len
+        rows = [self.ids[b * L + start: b * L + end + 1] for b in range(self.first, self.first + self.batch_size)]
         block = torch.from_numpy(np.stack(rows).astype(np.int64))
         return block[:, :-1], block[:, 1:]
 

@@ -27,13 +27,15 @@ class LMTask:
         train: training tokens.
         valid: validation tokens (None: no evaluation).
         config: batch_size, bptt, eval_batch_size.
+        rank / world: this process's shard of the stream under distributed training.
     """
 
     carries_state = True
 
-    def __init__(self, train: TokenArray, valid: Optional[TokenArray], config: TrainConfig) -> None:
+    def __init__(self, train: TokenArray, valid: Optional[TokenArray], config: TrainConfig, rank: int = 0,
+                 world: int = 1) -> None:
         self.train, self.valid, self.cfg = train, valid, config
-        self.batcher = StreamBatcher(train.ids, config.batch_size, config.bptt)
+        self.batcher = StreamBatcher(train.ids, config.batch_size, config.bptt, rank, world)
         self._epoch, self._windows = -1, None
         if config.variable_bptt:
             self._schedule(0)

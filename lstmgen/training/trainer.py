@@ -27,6 +27,7 @@ from .checkpoint import (
     optimizer_to_tensors,
 )
 from .config import TrainConfig
+from .distributed import barrier, device_for, gather_rows, init_distributed, max_of, mean_of
 from .plots import plot_loss
 from .tasks import LMTask
 
@@ -80,10 +81,24 @@ class Trainer:
                  valid: Optional[TokenArray], config: TrainConfig, out_dir,
                  on_best: Optional[Callable[[Dict], None]] = None) -> None:
         self.cfg, self.out = config, Path(out_dir)
-        self.device = pick_device(config.device)
+        self.dist = init_distributed(config.device)
+        self.device = device_for(self.dist, pick_device(config.device))
         torch.manual_seed(config.seed)
         self.model = model.to(self.device)
-        self.task = LMTask(train, valid, config) if isinstance(train, TokenArray) else train
+        if isinstance(train, TokenArray):  # under torchrun each rank reads its own shard of the stream
+            self.task = LMTask(train, valid, config, self.dist.rank, self.dist.world)
+        elif self.dist.active:
+            raise UserInputError("distributed training (torchrun) runs language models, `lstmgen train lm`; "
+                                 "train this task in one process")
+        else:
+            self.task = train
+        # The network the training step runs: DDP averages the gradients over the ranks in backward.
+        self.net = self.model
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
         self.has_valid = bool(self.task.valid)
         self.opt = self._make_optimizer()
         self.on_best = on_best
@@ -131,11 +146,11 @@ class Trainer:
 
         Returns a summary: steps, epochs, minutes, best validation metrics, whether it was interrupted.
         """
-        c = self.cfg
+        c, main = self.cfg, self.dist.main
         self.out.mkdir(parents=True, exist_ok=True)
-        log = open(self.out / LOG, "a", encoding="utf-8")
+        log = open(self.out / LOG, "a", encoding="utf-8") if main else None  # rank 0 alone writes
         bar = tqdm(total=self._estimate_total(), initial=self.step, unit="step", dynamic_ncols=True,
-                   desc="train", mininterval=1.0)
+                   desc="train", mininterval=1.0, disable=not main)
         use_amp = c.amp and self.device.type == "cuda"
         run_loss = torch.zeros((), device=self.device)
         run_n, run_tokens, t_last = 0, 0, time.perf_counter()
@@ -148,7 +163,7 @@ class Trainer:
                 for g in self.opt.param_groups:
                     g["lr"] = lr
                 batch = [t.to(self.device, non_blocking=True) for t in self.task.batch(self.epoch, self.window)]
-                loss, state, n_tokens, *shown = self.task.loss(self.model, batch, self.state, use_amp)
+                loss, state, n_tokens, *shown = self.task.loss(self.net, batch, self.state, use_amp)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip if c.clip else float("inf"))
@@ -173,13 +188,16 @@ class Trainer:
                     self.window, self.epoch = 0, self.epoch + 1
                     self.state = self.task.initial_state(self.model, self.device)
                 self.elapsed = time.perf_counter() - t0
+                if self.dist.active and c.max_minutes:  # every rank must agree on when the budget ends
+                    self.elapsed = max_of(self.dist, self.elapsed, self.device)
                 bar.update(1)
                 due = self.step % c.eval_every == 0 or self.progress() >= 1.0  # evaluate and checkpoint
                 if self.step % c.log_every == 0 or due:
                     now = time.perf_counter()
                     record = {"step": self.step, "epoch": round(self.epoch + self.window / len(self.task), 4),
-                              "loss": run_loss.item() / max(run_n, 1), "lr": lr, "grad_norm": float(norm),
-                              "tokens_per_s": round(run_tokens / max(now - t_last, 1e-9), 1),
+                              "loss": mean_of(self.dist, run_loss).item() / max(run_n, 1), "lr": lr,
+                              "grad_norm": float(norm),
+                              "tokens_per_s": round(self.dist.world * run_tokens / max(now - t_last, 1e-9), 1),
                               "elapsed_s": round(self.elapsed, 2)}
                     run_loss.zero_()
                     run_n, run_tokens, t_last = 0, 0, now
@@ -189,8 +207,9 @@ class Trainer:
                             stopped_early = c.patience is not None and self.bad_evals >= c.patience
                         self.save_checkpoint()
                         t_last = time.perf_counter()  # evaluation time is not training throughput
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
+                    if log is not None:
+                        log.write(json.dumps(record) + "\n")
+                        log.flush()
                     bar.total = self._estimate_total()
                     bar.set_postfix(**self.task.postfix(record), tok_s=f"{record['tokens_per_s']:.0f}")
                     if stopped_early:
@@ -200,12 +219,14 @@ class Trainer:
             self.save_checkpoint()
         finally:
             bar.close()
-            log.close()
+            if log is not None:
+                log.close()
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         elif self.avg is not None:  # no validation: the averaged weights are the result of averaged SGD
             self._swap_average()
-        self.plot()
+        if main:
+            self.plot()
         return {"steps": self.step, "epochs": round(self.epoch + self.window / len(self.task), 3),
                 "minutes": round(self.elapsed / 60, 2), "best": self.best, "interrupted": interrupted,
                 "stopped_early": stopped_early}
@@ -245,7 +266,7 @@ class Trainer:
                 self.best = {"step": self.step, **record}
                 self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
                 self.bad_evals = 0
-                if self.on_best is not None:
+                if self.on_best is not None and self.dist.main:
                     self.on_best(self.best)
             else:
                 self.bad_evals += 1
@@ -304,14 +325,19 @@ class Trainer:
             tqdm.write("lstmgen: weights are not finite; checkpoint not written (the previous one stays)",
                        file=sys.stderr)
             return
+        # Every rank's carried state, in rank order (a collective: all ranks are here).
+        states = None if self.state is None else tuple(gather_rows(self.dist, t) for t in self.state)
+        if not self.dist.main:
+            barrier(self.dist)  # the others go on once rank 0 has written the file
+            return
         aliases = tied_aliases(self.model)  # a tied weight is stored once
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items() if k not in aliases}
         if self.best_state is not None:
             tensors.update({f"best.{k}": v for k, v in self.best_state.items() if k not in aliases})
         opt_tensors, opt_meta = optimizer_to_tensors(self.opt)
         tensors.update(opt_tensors)
-        if self.state is not None:
-            tensors["state.h"], tensors["state.c"] = self.state
+        if states is not None:
+            tensors["state.h"], tensors["state.c"] = states
         if self.avg is not None:
             tensors.update({f"avg.{k}": v for k, v in self.avg.items()})
         tensors["rng.cpu"] = torch.get_rng_state()
@@ -320,9 +346,11 @@ class Trainer:
         meta = {"trainer": json.dumps({"step": self.step, "window": self.window, "epoch": self.epoch,
                                        "elapsed": self.elapsed, "best": self.best, "bad_evals": self.bad_evals,
                                        "lr_scale": self.lr_scale, "avg_n": self.avg_n,
+                                       "world": self.dist.world, "windows": len(self.task),
                                        "val_history": self.val_history, "config": self.cfg.to_dict()}),
                 "optimizer": opt_meta}
         atomic_save_tensors(self.out / CHECKPOINT, tensors, meta)
+        barrier(self.dist)
 
     def resume(self) -> bool:
         """Continue from out_dir's checkpoint if there is one; returns whether it did."""
@@ -342,19 +370,30 @@ class Trainer:
         if any(k.startswith("best.") for k in tensors):
             self.best_state = {k: v.to(self.device) for k, v in weights("best.").items()}
         optimizer_from_tensors(self.opt, tensors, meta["optimizer"])
-        if "state.h" in tensors:
-            self.state = (tensors["state.h"].to(self.device), tensors["state.c"].to(self.device))
+        self.step, self.window, self.epoch = info["step"], info["window"], info["epoch"]
+        world = info.get("world", 1)
+        if "state.h" in tensors and world == self.dist.world:  # this rank's rows of the carried state
+            B = tensors["state.h"].shape[1] // world
+            rows = slice(self.dist.rank * B, (self.dist.rank + 1) * B)
+            self.state = (tensors["state.h"][:, rows].to(self.device), tensors["state.c"][:, rows].to(self.device))
+        elif world != self.dist.world:
+            # Another world size cuts the text into other shards: continue at the same fraction of the
+            # epoch, from a zero state (the state of other streams means nothing here).
+            self.window = int(info["window"] / max(info.get("windows", len(self.task)), 1) * len(self.task))
+            self.state = self.task.initial_state(self.model, self.device)
+            tqdm.write(f"lstmgen: resuming with {self.dist.world} processes instead of {world}: the carried LSTM "
+                       "state starts from zero", file=sys.stderr)
         torch.set_rng_state(tensors["rng.cpu"])
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-        self.step, self.window, self.epoch = info["step"], info["window"], info["epoch"]
         self.elapsed, self.best, self.bad_evals = info["elapsed"], info["best"], info["bad_evals"]
         self.lr_scale = info.get("lr_scale", 1.0)
         self.val_history = info.get("val_history", [])
         if any(k.startswith("avg.") for k in tensors):
             self.avg = {k[4:]: v.to(self.device) for k, v in tensors.items() if k.startswith("avg.")}
             self.avg_n = info.get("avg_n", 1)
-        self._truncate_log()
+        if self.dist.main:
+            self._truncate_log()
         return True
 
     def _truncate_log(self) -> None:
