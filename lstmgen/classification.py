@@ -41,6 +41,12 @@ PRESETS: Dict[str, dict] = {
                        train=dict(optimizer="rmsprop", lr=1e-3, batch_size=32, max_epochs=10, schedule="constant",
                                   warmup_steps=0, clip=0.0, weight_decay=0.0)),
     # A stronger recurrent baseline: a BiLSTM over the last 400 words, max-pooled, with dropout.
+    # ULMFiT (Howard & Ruder 2018) with a language model given by --init-from: its tokenizer, embedding and
+    # LSTM, concat pooling, discriminative learning rates (/2.6 per layer group) and gradual unfreezing.
+    "ulmfit": dict(max_length=400, truncate="pre", pooling="concat", dropout=0.4, binary=False,
+                   train=dict(optimizer="adamw", lr=2e-3, batch_size=32, max_epochs=4, schedule="cosine",
+                              warmup_steps=100, clip=1.0, weight_decay=0.01, discriminative_lr=2.6,
+                              gradual_unfreezing=True)),
     "bilstm-imdb": dict(vocab_size=25_000, max_length=400, truncate="pre", normalize="keras", embed_size=128,
                         hidden_size=128, num_layers=1, bidirectional=True, pooling="max", dropout=0.4, binary=False,
                         train=dict(optimizer="adamw", lr=2e-3, batch_size=64, max_epochs=4, schedule="cosine",
@@ -170,7 +176,11 @@ class TextClassifier:
 # -- the recipe ------------------------------------------------------------------------------------------
 @dataclass
 class ClassifierRecipe:
-    """Everything `lstmgen train classify` needs (a preset fills what is not given)."""
+    """Everything `lstmgen train classify` needs (a preset fills what is not given).
+
+    With `init_from` (a language-model folder), the classifier takes the LM's tokenizer, embedding and
+    LSTM (its sizes, one direction) and reads the text as the LM did (no further normalization).
+    """
 
     data: str
     out: str
@@ -186,6 +196,7 @@ class ClassifierRecipe:
     pooling: str = "max"
     dropout: float = 0.3
     binary: bool = False
+    init_from: Optional[str] = None
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=64, max_epochs=4))
 
     @classmethod
@@ -218,24 +229,38 @@ def train_classifier(recipe: ClassifierRecipe, command: Optional[str] = None,
     corpus = corpus or open_labelled(recipe.data)
     if not corpus.splits.get("train"):
         raise UserInputError(f"{recipe.data}: no training examples")
-    prep = TextPrep(recipe.normalize, recipe.max_length, recipe.truncate)
-    tok = Tokenizer.train("word", (normalize(t, recipe.normalize).replace("\n", " ")
-                                   for t, _ in corpus.splits["train"]),
-                          vocab_size=recipe.vocab_size, min_freq=recipe.min_freq)
+    lm = None
+    if recipe.init_from:
+        from .pipelines import TextGenerator
+
+        lm = TextGenerator.from_pretrained(recipe.init_from)
+        prep = TextPrep("none", recipe.max_length, recipe.truncate)
+        tok = lm.tokenizer
+    else:
+        prep = TextPrep(recipe.normalize, recipe.max_length, recipe.truncate)
+        tok = Tokenizer.train("word", (normalize(t, recipe.normalize).replace("\n", " ")
+                                       for t, _ in corpus.splits["train"]),
+                              vocab_size=recipe.vocab_size, min_freq=recipe.min_freq)
     train, valid = _encode(corpus, "train", tok, prep), _encode(corpus, "valid", tok, prep)
     n = len(corpus.labels)
     binary = recipe.binary and n == 2
-    mc = ClassifierConfig(vocab_size=tok.vocab_size, num_labels=n, embed_size=recipe.embed_size,
-                          hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
-                          bidirectional=recipe.bidirectional, pooling=recipe.pooling, dropout=recipe.dropout,
-                          binary=binary)
+    sizes = dict(embed_size=recipe.embed_size, hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
+                 bidirectional=recipe.bidirectional)
+    if lm is not None:
+        lc = lm.model.config
+        sizes = dict(embed_size=lc.embedding_dim, hidden_size=lc.hidden_size, num_layers=lc.num_layers,
+                     bidirectional=False)
+    mc = ClassifierConfig(vocab_size=tok.vocab_size, num_labels=n, pooling=recipe.pooling, dropout=recipe.dropout,
+                          binary=binary, **sizes)
     cfg = recipe.train
     if cfg.eval_every == TrainConfig().eval_every:  # evaluate once per epoch unless told otherwise
         cfg.eval_every = max(1, -(-len(train) // cfg.batch_size))
     torch.manual_seed(cfg.seed)
     model = TextClassifierModel(mc)
+    if lm is not None:
+        model.load_language_model(lm.model)
     out = Path(recipe.out)
-    info = {"num_parameters": model.num_parameters(),
+    info = {"num_parameters": model.num_parameters(), "init_from": recipe.init_from,
             "data": {"name": corpus.name, "split_note": corpus.note,
                      **{f"{s}_examples": len(v) for s, v in corpus.splits.items()}},
             "training": {"config": cfg.to_dict(), "device": str(pick_device(cfg.device)),

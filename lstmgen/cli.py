@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     cl = train.add_parser("classify", help="a text classifier on labelled texts")
     cl.add_argument("--data", required=True, help="imdb, rt-polarity, or file.csv|.tsv|.jsonl:TEXT_FIELD:LABEL_FIELD")
     cl.add_argument("--out", help="the model folder to write (default runs/<preset or data>)")
-    cl.add_argument("--preset", help="keras-imdb (the Keras tutorial exactly) or bilstm-imdb")
+    cl.add_argument("--preset", help="keras-imdb (the Keras tutorial exactly), bilstm-imdb, or ulmfit (with "
+                    "--init-from LM_FOLDER)")
     cl.add_argument("--folds", type=int, help="k-fold cross-validation instead of one run: prints the mean "
                     "accuracy (folders out/fold-i)")
     _add_flags(cl, CLASSIFY_FLAGS)

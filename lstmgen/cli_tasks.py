@@ -32,6 +32,11 @@ CLASSIFY_FLAGS = {
     "max-minutes": (float, "time budget"),
     "seed": (int, "random seed"),
     "device": (str, "auto | cpu | cuda | mps"),
+    "init-from": (str, "a language-model folder: its tokenizer, embedding and LSTM start the classifier "
+                       "(ULMFiT; use --preset ulmfit)"),
+    "discriminative-lr": (float, "each layer group below the head trains at lr / this (ULMFiT 2.6)"),
+    "gradual-unfreezing": (lambda v: v.lower() in ("1", "true", "yes"), "true: the head alone first, one more "
+                                                                         "layer group per epoch"),
 }
 TAG_FLAGS = {
     "word-dim": (int, "word embedding size (default 100)"),
@@ -47,7 +52,8 @@ TAG_FLAGS = {
     "seed": (int, "random seed"),
     "device": (str, "auto | cpu | cuda | mps"),
 }
-TRAIN_KEYS = {"batch_size", "lr", "optimizer", "max_epochs", "max_minutes", "seed", "device"}
+TRAIN_KEYS = {"batch_size", "lr", "optimizer", "max_epochs", "max_minutes", "seed", "device", "discriminative_lr",
+              "gradual_unfreezing"}
 
 
 def cmd_train_classify(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ def trained(tmp_path_factory):
     return train_classifier(recipe, command="test"), d / "model"
 
 
-@pytest.mark.parametrize("pooling", ["last", "max", "mean", "attention"])
+@pytest.mark.parametrize("pooling", ["last", "max", "mean", "attention", "concat"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_padding_never_changes_a_prediction(pooling, bidirectional):
     torch.manual_seed(0)
@@ -108,6 +108,10 @@ def test_rt_polarity_fixed_split(data_dir):
     c = open_labelled("rt-polarity")
     assert [len(c.splits[s]) for s in ("train", "valid", "test")] == [8530, 1066, 1066]
     assert c.labels == ["neg", "pos"]
+    from lstmgen.data import open_corpus  # the same texts, labels dropped, as a language-model corpus
+
+    lm_text = open_corpus("rt-polarity")
+    assert len(lm_text.text("train").splitlines()) == 8530 and len(lm_text.text("test").splitlines()) == 1066
 
 
 def test_learns_and_round_trips(trained, tmp_path):
@@ -150,3 +154,44 @@ def test_served_by_v1_classify(trained):
         assert r.status_code == 200 and [d["label"] for d in r.json()["data"]] == ["pos", "neg"]
         r = client.post("/v1/classify", json={"model": "sentiment", "input": "x", "options": {"bogus": 1}})
         assert r.status_code == 400 and r.json()["error"]["param"] == "options"
+
+
+# -- ULMFiT: a classifier made from a language model ------------------------------------------------------
+def test_layer_groups_discriminative_rates_and_unfreezing():
+    m = TextClassifierModel(ClassifierConfig(vocab_size=30, embed_size=8, hidden_size=6, num_layers=2,
+                                             pooling="concat"))
+    groups = m.layer_groups()
+    assert sum(len(g) for g in groups) == len(list(m.parameters())) == len({id(p) for g in groups for p in g})
+    assert groups[0][0] is m.out.weight and groups[-1][0] is m.embedding.weight
+    assert [g["lr_scale"] for g in m.param_groups(2.6)] == pytest.approx([1, 1 / 2.6, 1 / 2.6 ** 2, 1 / 2.6 ** 3])
+    m.unfreeze_top(2)
+    assert [all(p.requires_grad for p in g) for g in groups] == [True, True, False, False]
+
+
+def test_ulmfit_transfer_from_a_language_model(tmp_path):
+    from lstmgen.recipes import LMRecipe, train_lm
+    from lstmgen.training import TrainConfig
+
+    data = write_reviews(tmp_path / "reviews.jsonl", n=600)
+    train_lm(LMRecipe(data=f"{data}:text", out=str(tmp_path / "lm"), tokenizer="word", hidden_size=24, embed_size=16,
+                      num_layers=2, dropout=0.1, train=TrainConfig(batch_size=8, bptt=20, max_steps=60, eval_every=30,
+                                                                   warmup_steps=0, lr=5e-3)), command="test")
+    lm = lstmgen.load(tmp_path / "lm")
+
+    def fine_tune(out, **train):
+        recipe = ClassifierRecipe.from_preset("ulmfit", data=f"{data}:text:label", out=str(tmp_path / out),
+                                              init_from=str(tmp_path / "lm"),
+                                              train=dict(batch_size=16, warmup_steps=0, lr=1e-2, **train))
+        return train_classifier(recipe, command="test"), lstmgen.load(tmp_path / out)
+
+    # the first epoch of gradual unfreezing trains the head alone: the LM's LSTM and embedding stay as they were
+    _, clf = fine_tune("head", max_epochs=1)
+    assert clf.tokenizer.vocab_size == lm.tokenizer.vocab_size and clf.model.config.hidden_size == 24
+    assert torch.equal(clf.model.embedding.weight, lm.model.embedding.weight)
+    assert torch.equal(clf.model.lstm.weight_hh_l0, lm.model.lstm.weight_hh_l0)
+    # everything trained together starts from the LM and learns the task
+    result, clf = fine_tune("all", max_epochs=3, discriminative_lr=1.0, gradual_unfreezing=False)
+    assert result["metrics"]["test"]["accuracy"] > 0.8
+    with pytest.raises(UserInputError, match="does not fit"):
+        TextClassifierModel(ClassifierConfig(vocab_size=lm.tokenizer.vocab_size, embed_size=16, hidden_size=8,
+                                             num_layers=2)).load_language_model(lm.model)

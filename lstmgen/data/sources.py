@@ -295,12 +295,31 @@ def open_corpus(spec: str, *, valid_fraction: float = 0.1, encoding_errors: str 
     return text_corpus(spec, _files_of(spec), valid_fraction, encoding_errors)
 
 
+def _labelled_text_corpus(name: str) -> Corpus:
+    """The texts of a labelled data set (imdb, rt-polarity), one per line, without their labels: the
+    in-domain text a language model is pretrained on before it becomes a classifier (ULMFiT). The
+    splits are the classifier's own, so its test texts are never seen."""
+    from .labelled import open_labelled
+    from .registry import REGISTRY
+
+    def split(which: str):
+        return lambda: iter(["".join(t.replace("\n", " ").strip() + "\n" for t, _ in
+                                     open_labelled(name).splits.get(which, []))])
+
+    ds = REGISTRY[name]
+    fp = _fingerprint(*(f.sha256 for f in ds.files), "labelled-text")
+    return Corpus(name, {s: split(s) for s in ("train", "valid", "test")}, fp,
+                  "the texts of the classification splits, one per line, labels dropped")
+
+
 def registry_corpus(name: str, encoding_errors: str = "strict") -> Corpus:
-    """A registry data set as a Corpus (language-model data sets only)."""
+    """A registry data set as a Corpus (language-model data sets, and the texts of labelled ones)."""
     ds = get_dataset(name)
+    if ds.task == "classification":
+        return _labelled_text_corpus(name)
     if ds.task != "lm":
         raise UserInputError(f"data set {name!r} is for {ds.task}, not language modelling; "
-                             "use tinyshakespeare, ptb or wikitext-2, or a file")
+                             "use tinyshakespeare, ptb, wikitext-2, imdb or rt-polarity, or a file")
     splits, fps = {}, []
     for split, rule in ds.splits.items():
         if isinstance(rule, tuple):

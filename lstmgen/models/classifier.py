@@ -3,12 +3,18 @@
 Sequences run packed, so padding never reaches the LSTM state and a text's prediction does not depend
 on what it was batched with. The pooling turns the per-token outputs into one vector: the last state
 (both directions' ends for a BiLSTM), the max or mean over time, or attention (a learned query scoring
-each position, as in Yang et al. 2016's word attention).
+each position, as in Yang et al. 2016's word attention), or ULMFiT's concat pooling [last; max; mean]
+(Howard & Ruder 2018, section 3.3).
+
+`param_groups` and `unfreeze_top` serve ULMFiT's fine-tuning of a pretrained LSTM: discriminative learning
+rates (each layer group lr / 2.6 of the one above it) and gradual unfreezing (the head first, one more
+group per epoch).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +24,7 @@ from ..errors import UserInputError, check_range
 from ..nn import LSTM
 from ..serial import JSONConfig
 
-POOLINGS = ("last", "max", "mean", "attention")
+POOLINGS = ("last", "max", "mean", "attention", "concat")
 
 
 @dataclass
@@ -32,7 +38,7 @@ class ClassifierConfig(JSONConfig):
         hidden_size: LSTM units per direction.
         num_layers: stacked LSTM layers.
         bidirectional: read the text both ways.
-        pooling: last | max | mean | attention.
+        pooling: last | max | mean | attention | concat.
         dropout: on the embedding, between layers and before the output layer.
         binary: one output unit and a sigmoid for two classes (the Keras recipe) instead of a softmax.
         backend: the LSTM backend (auto | fused | reference).
@@ -72,7 +78,7 @@ class TextClassifierModel(nn.Module):
                          dropout=c.dropout if c.num_layers > 1 else 0.0, backend=c.backend)
         width = c.hidden_size * (2 if c.bidirectional else 1)
         self.attention = nn.Linear(width, 1, bias=False) if c.pooling == "attention" else None
-        self.out = nn.Linear(width, 1 if c.binary else c.num_labels)
+        self.out = nn.Linear(3 * width if c.pooling == "concat" else width, 1 if c.binary else c.num_labels)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -88,13 +94,48 @@ class TextClassifierModel(nn.Module):
 
     def _pool(self, packed_out, h: Tensor, lengths: Tensor) -> Tensor:
         c = self.config
+        last = torch.cat([h[-2], h[-1]], -1) if c.bidirectional else h[-1]
         if c.pooling == "last":  # the top layer's final state; a BiLSTM's backward one has read to the start
-            return torch.cat([h[-2], h[-1]], -1) if c.bidirectional else h[-1]
+            return last
         y, _ = pad_packed_sequence(packed_out, batch_first=True)  # (B, T, width), zeros past each length
         mask = torch.arange(y.shape[1], device=y.device)[None, :] < lengths[:, None]  # (B, T)
+        biggest = y.masked_fill(~mask[..., None], float("-inf")).max(1).values
+        mean = (y * mask[..., None]).sum(1) / lengths[:, None].to(y.dtype)
         if c.pooling == "max":
-            return y.masked_fill(~mask[..., None], float("-inf")).max(1).values
+            return biggest
         if c.pooling == "mean":
-            return (y * mask[..., None]).sum(1) / lengths[:, None].to(y.dtype)
+            return mean
+        if c.pooling == "concat":
+            return torch.cat([last, biggest, mean], -1)
         scores = self.attention(y).squeeze(-1).masked_fill(~mask, float("-inf"))
         return (scores.softmax(-1)[..., None] * y).sum(1)
+
+    # -- ULMFiT fine-tuning ----------------------------------------------------------------------------
+    def layer_groups(self) -> List[List[nn.Parameter]]:
+        """Parameters from the top down: the head, LSTM layer L-1, ..., LSTM layer 0, the embedding."""
+        head = [p for n, p in self.named_parameters() if n.startswith(("out.", "attention."))]
+        layers: List[List[nn.Parameter]] = [[] for _ in range(self.config.num_layers)]
+        for n, p in self.lstm.named_parameters():
+            layers[int(re.search(r"_l(\d+)", n).group(1))].append(p)
+        return [head] + layers[::-1] + [list(self.embedding.parameters())]
+
+    def param_groups(self, factor: float) -> List[dict]:
+        """Optimizer groups with discriminative learning rates: group i from the top trains at
+        lr / factor ** i (ULMFiT: factor 2.6)."""
+        return [{"params": g, "lr_scale": factor ** -i} for i, g in enumerate(self.layer_groups())]
+
+    def unfreeze_top(self, n: int) -> None:
+        """Train only the top n layer groups (gradual unfreezing); the rest keep their weights."""
+        for i, group in enumerate(self.layer_groups()):
+            for p in group:
+                p.requires_grad_(i < n)
+
+    def load_language_model(self, lm: nn.Module) -> None:
+        """Take a language model's embedding and LSTM (ULMFiT's transfer): sizes must match."""
+        own = self.state_dict()
+        theirs = {k: v for k, v in lm.state_dict().items() if k.startswith(("embedding.", "lstm."))}
+        missing = [k for k in theirs if k not in own or own[k].shape != theirs[k].shape]
+        if missing:
+            raise UserInputError(f"the language model does not fit this classifier ({missing[0]}); make the "
+                                 "classifier with the LM's sizes, one direction")
+        self.load_state_dict(theirs, strict=False)

@@ -46,6 +46,10 @@ class TrainConfig(JSONConfig):
         variable_bptt: draw each window's length around bptt (AWD-LSTM, section 4.1: bptt with probability
             0.95, else bptt / 2, then N(that, 5)), so windows start at ever new places; the loss (so the
             SGD step) is scaled by length / bptt.
+        discriminative_lr: for a model with layer groups (a classifier made from a language model), each
+            group trains at the learning rate of the one above it divided by this (ULMFiT: 2.6; 1: off).
+        gradual_unfreezing: train only the top layer group in the first epoch, one more each epoch after
+            (ULMFiT, section 3.3).
     """
 
     batch_size: int = 32
@@ -73,6 +77,8 @@ class TrainConfig(JSONConfig):
     ar: float = 0.0
     tar: float = 0.0
     variable_bptt: bool = False
+    discriminative_lr: float = 1.0
+    gradual_unfreezing: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "bptt", "eval_every", "eval_batch_size", "log_every", "max_bad_steps"):
@@ -89,6 +95,7 @@ class TrainConfig(JSONConfig):
         check_range("nonmono", self.nonmono, 1)
         check_range("ar", self.ar, 0.0)
         check_range("tar", self.tar, 0.0)
+        check_range("discriminative_lr", self.discriminative_lr, 1.0)
         if self.optimizer not in OPTIMIZERS:
             raise UserInputError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:

@@ -117,7 +117,10 @@ class Trainer:
             self._start_average()
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
-        c, params = self.cfg, list(self.model.parameters())
+        c = self.cfg
+        # Layer groups with their own learning-rate scale (discriminative fine-tuning), or one group.
+        params = self.model.param_groups(c.discriminative_lr) if hasattr(self.model, "param_groups") \
+            else list(self.model.parameters())
         fused = self.device.type == "cuda"
         if c.optimizer in ("ntasgd", "asgd"):  # plain SGD steps; the averaging is done here (_average)
             return torch.optim.SGD(params, lr=c.lr, weight_decay=c.weight_decay)
@@ -161,7 +164,9 @@ class Trainer:
                 self.model.train()
                 lr = lr_at(c, self.step, self.progress()) * self.lr_scale
                 for g in self.opt.param_groups:
-                    g["lr"] = lr
+                    g["lr"] = lr * g.get("lr_scale", 1.0)
+                if c.gradual_unfreezing and hasattr(self.model, "unfreeze_top"):
+                    self.model.unfreeze_top(self.epoch + 1)  # the head alone first, one group more per epoch
                 batch = [t.to(self.device, non_blocking=True) for t in self.task.batch(self.epoch, self.window)]
                 loss, state, n_tokens, *shown = self.task.loss(self.net, batch, self.state, use_amp)
                 self.opt.zero_grad(set_to_none=True)
