@@ -8,7 +8,7 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -63,7 +63,7 @@ class Seq2SeqRecipe:
         vocab_size: per side, or of the one shared vocabulary.
         shared_vocab: one tokenizer and one embedding for both sides (needed for copying).
         max_source_tokens / max_target_tokens: longer texts are cut (counted, recorded in config.json).
-        embed_size ... coverage: the model (Seq2SeqConfig).
+        embed_size ... coverage: the model (the Seq2SeqConfig fields of the same names).
         label_smoothing / coverage_weight: the loss (Seq2SeqTask).
         num_beams / length_penalty / no_repeat_ngram_size / max_new_tokens: decoding defaults saved with
             the model and used for the final valid/test figures.
@@ -161,12 +161,9 @@ def train_seq2seq(recipe: Seq2SeqRecipe, command: Optional[str] = None) -> Dict:
     if not corpus.splits.get("train"):
         raise UserInputError(f"{recipe.data}: no training pairs")
     src_tok, tgt_tok = _tokenizers(recipe, corpus)
+    shared_fields = {f.name for f in fields(Seq2SeqConfig)} & {f.name for f in fields(Seq2SeqRecipe)}
     mc = Seq2SeqConfig(src_vocab_size=src_tok.vocab_size, tgt_vocab_size=tgt_tok.vocab_size,
-                       embed_size=recipe.embed_size, hidden_size=recipe.hidden_size,
-                       encoder_layers=recipe.encoder_layers, decoder_layers=recipe.decoder_layers,
-                       bidirectional=recipe.bidirectional, attention=recipe.attention, input_feed=recipe.input_feed,
-                       dropout=recipe.dropout, share_embeddings=recipe.shared_vocab, tie_output=recipe.tie_output,
-                       copy=recipe.copy, coverage=recipe.coverage)
+                       share_embeddings=recipe.shared_vocab, **{k: getattr(recipe, k) for k in shared_fields})
     cfg = recipe.train
     torch.manual_seed(cfg.seed)
     model = Seq2Seq(mc)
