@@ -39,6 +39,8 @@ SEQ2SEQ_FLAGS = {
     "length-penalty": (float, "beam score = logprob / length ** length-penalty (default 1.0)"),
     "no-repeat-ngram-size": (int, "block repeated n-grams when decoding (default 0: off)"),
     "eval-examples": (int, "validation pairs decoded greedily at each evaluation (default 500)"),
+    "select-by": (str, "loss | metric: keep the weights of the lowest validation loss (default) or of the best "
+                       "greedy BLEU / ROUGE-2 / F1 on the validation sample"),
     "batch-size": (int, "pairs per batch (default 64)"),
     "lr": (float, "peak learning rate"),
     "optimizer": (str, "adamw | sgd | rmsprop"),

@@ -285,3 +285,17 @@ def test_tied_weights_are_stored_once(tmp_path):
         warnings.simplefilter("error")
         src, lengths = batch([3])
         assert torch.allclose(m(src, lengths, src)[0], m2.eval()(src, lengths, src)[0])
+
+
+def test_kept_weights_by_loss_or_by_score():
+    from lstmgen.training import TrainConfig
+    from lstmgen.training.tasks import Seq2SeqTask
+
+    by_loss = Seq2SeqTask([], [], TrainConfig(), 1, 2)
+    by_bleu = Seq2SeqTask([], [], TrainConfig(), 1, 2, select="valid_bleu")
+    best = {"valid_loss": 2.0, "valid_bleu": 30.0}
+    later = {"valid_loss": 2.1, "valid_bleu": 31.0}  # the loss rose while the score still improved
+    assert not by_loss.better(later, best) and by_bleu.better(later, best)
+    assert by_bleu.better({"valid_loss": 1.9, "valid_bleu": 30.0}, best)  # a tie goes to the lower loss
+    with pytest.raises(UserInputError, match="select-by"):
+        Seq2SeqRecipe(data="x", out="y", select_by="bleu")

@@ -302,15 +302,17 @@ class Seq2SeqTask:
         label_smoothing: eps.
         coverage_weight: lambda of the coverage loss.
         scorer: called with the model at each validation; returns extra figures (BLEU on a sample, ...).
+        select: the record key that picks the kept weights: "valid_loss" (lowest), or a scorer figure
+            such as "valid_bleu" or "valid_rouge2" (highest).
     """
 
     carries_state = False
 
     def __init__(self, train, valid, config: TrainConfig, bos_id: int, eos_id: int, label_smoothing: float = 0.1,
-                 coverage_weight: float = 1.0, scorer=None) -> None:
+                 coverage_weight: float = 1.0, scorer=None, select: str = "valid_loss") -> None:
         self.train, self.valid, self.cfg = list(train), list(valid), config
         self.bos, self.eos, self.eps, self.cov_w = bos_id, eos_id, label_smoothing, coverage_weight
-        self.scorer = scorer
+        self.scorer, self.select = scorer, select
         self._epoch, self._order = -1, []
 
     def __len__(self) -> int:
@@ -364,9 +366,14 @@ class Seq2SeqTask:
             record.update(self.scorer(model))
         return record
 
-    @staticmethod
-    def better(record: Dict, best: Optional[Dict]) -> bool:
-        return best is None or record["valid_loss"] < best["valid_loss"]
+    def better(self, record: Dict, best: Optional[Dict]) -> bool:
+        """Lower validation loss, or with `select` a higher figure of the scorer (ties: lower loss)."""
+        if best is None:
+            return True
+        key = self.select
+        if key == "valid_loss" or key not in record:
+            return record["valid_loss"] < best["valid_loss"]
+        return (record[key], -record["valid_loss"]) > (best.get(key, float("-inf")), -best["valid_loss"])
 
     @staticmethod
     def postfix(record: Dict) -> Dict[str, str]:
