@@ -44,7 +44,7 @@ PRESETS: Dict[str, dict] = {
     # ULMFiT (Howard & Ruder 2018) with a language model given by --init-from: its tokenizer, embedding and
     # LSTM, concat pooling, discriminative learning rates (/2.6 per layer group) and gradual unfreezing.
     "ulmfit": dict(max_length=400, truncate="pre", pooling="concat", dropout=0.4, binary=False,
-                   train=dict(optimizer="adamw", lr=2e-3, batch_size=32, max_epochs=4, schedule="cosine",
+                   train=dict(optimizer="adamw", lr=5e-3, batch_size=32, max_epochs=8, schedule="cosine",
                               warmup_steps=100, clip=1.0, weight_decay=0.01, discriminative_lr=2.6,
                               gradual_unfreezing=True)),
     "bilstm-imdb": dict(vocab_size=25_000, max_length=400, truncate="pre", normalize="keras", embed_size=128,
