@@ -159,14 +159,16 @@ class Trainer:
         run_n, run_tokens, t_last = 0, 0, time.perf_counter()
         t0 = time.perf_counter() - self.elapsed
         interrupted, stopped_early = False, False
+        unfrozen_for = -1  # the epoch whose layer groups are trainable (gradual unfreezing)
         try:
             while self.progress() < 1.0:
                 self.model.train()
                 lr = lr_at(c, self.step, self.progress()) * self.lr_scale
                 for g in self.opt.param_groups:
                     g["lr"] = lr * g.get("lr_scale", 1.0)
-                if c.gradual_unfreezing and hasattr(self.model, "unfreeze_top"):
+                if c.gradual_unfreezing and self.epoch != unfrozen_for and hasattr(self.model, "unfreeze_top"):
                     self.model.unfreeze_top(self.epoch + 1)  # the head alone first, one group more per epoch
+                    unfrozen_for = self.epoch
                 batch = [t.to(self.device, non_blocking=True) for t in self.task.batch(self.epoch, self.window)]
                 loss, state, n_tokens, *shown = self.task.loss(self.net, batch, self.state, use_amp)
                 self.opt.zero_grad(set_to_none=True)
