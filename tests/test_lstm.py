@@ -3,7 +3,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lstmgen.errors import UserInputError
 from lstmgen.nn import LSTM
@@ -49,6 +49,29 @@ def test_packed_sequences_agree():
     y2, (h2, c2) = m(packed)
     assert torch.allclose(y1.data, y2.data, atol=1e-6)
     assert torch.allclose(h1, h2, atol=1e-6) and torch.allclose(c1, c2, atol=1e-6)
+
+
+@settings(max_examples=15, deadline=None)
+@given(L=st.integers(1, 3), bi=st.booleans(), lengths=st.lists(st.integers(1, 8), min_size=1, max_size=6),
+       with_hx=st.booleans(), seed=st.integers(0, 10_000))
+def test_packed_segments_equal_torchs_packed_path(L, bi, lengths, with_hx, seed):
+    """On CPU a PackedSequence runs as fused calls over length segments; torch's own packed path (its
+    generic per-step code) must give the same outputs, final states and gradients."""
+    torch.manual_seed(seed)
+    m = LSTM(3, 5, L, bidirectional=bi, batch_first=True).double()
+    B, D = len(lengths), 2 if bi else 1
+    x = torch.randn(B, max(lengths), 3, dtype=torch.float64, requires_grad=True)
+    hx = (torch.randn(L * D, B, 5, dtype=torch.float64), torch.randn(L * D, B, 5, dtype=torch.float64)) \
+        if with_hx else None
+    results = []
+    for forward in (m.forward, lambda p, h: torch.nn.LSTM.forward(m, p, h)):
+        y, (h, c) = forward(pack_padded_sequence(x, torch.tensor(lengths), batch_first=True,
+                                                 enforce_sorted=False), hx)
+        padded, _ = pad_packed_sequence(y, batch_first=True)
+        loss = padded.pow(2).sum() + h.sum() + 0.5 * c.pow(2).sum()
+        results.append([padded, h, c, *torch.autograd.grad(loss, [x, *m.parameters()])])
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-10)
 
 
 def test_gradcheck_reference_float64():
