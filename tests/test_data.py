@@ -128,6 +128,19 @@ def test_stream_batcher_streams_are_contiguous():
     assert torch.equal(x, torch.arange(100).view(4, 25)) and torch.equal(y, x + 1)
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_streams_kept_on_the_device_give_the_same_windows(rank):
+    ids = np.arange(211, dtype=np.uint16)
+    host, dev = (StreamBatcher(ids, batch_size=3, bptt=6, rank=rank, world=2) for _ in range(2))
+    assert not dev.to_device("cpu", budget_bytes=10) and dev.grid is None  # too big for the budget
+    assert dev.to_device("cpu", budget_bytes=10_000) and dev.grid.dtype == torch.int32
+    for k in range(len(host)):
+        for a, b in zip(host.window(k), dev.window(k)):
+            assert a.dtype == b.dtype == torch.int64 and torch.equal(a, b)
+    for start, length in host.variable_windows(seed=1):
+        assert all(torch.equal(a, b) for a, b in zip(host.span(start, length), dev.span(start, length)))
+
+
 def test_zero_state_windows():
     x, y = zero_state_windows(np.arange(1000), 256)
     assert x.shape == (3, 256) and x[1, 0] == 256 and torch.equal(y, x + 1)

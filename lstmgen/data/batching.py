@@ -7,7 +7,7 @@ the model sees unbounded context while backpropagation stays `bptt` steps long.
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ class StreamBatcher:
 
     def __init__(self, ids: np.ndarray, batch_size: int, bptt: int, rank: int = 0, world: int = 1) -> None:
         self.ids, self.batch_size, self.bptt = ids, batch_size, bptt
+        self.grid: Optional[torch.Tensor] = None  # this rank's streams on the device (to_device)
         self.first = rank * batch_size  # the global index of this rank's first stream
         # Inputs use tokens [0, L) of each stream and targets [1, L]; the tail that does not fill
         # every stream is dropped (at most world x B tokens).
@@ -37,6 +38,22 @@ class StreamBatcher:
         if self.stream_len < 1:
             raise UserInputError(f"{len(ids)} tokens are too few for {batch_size} streams; give more text "
                                  "or a smaller --batch-size")
+
+    def to_device(self, device, budget_bytes: Optional[int] = None) -> bool:
+        """Keep this rank's B streams on `device` as one (B, L + 1) int32 tensor when they take at most
+        `budget_bytes` (default: a quarter of the GPU's free memory), so that a window is a slice there
+        and the training step waits for no copy from the host. Returns whether the streams moved.
+        """
+        device = torch.device(device)
+        need = self.batch_size * (self.stream_len + 1) * 4
+        if budget_bytes is None:
+            budget_bytes = torch.cuda.mem_get_info(device)[0] // 4 if device.type == "cuda" else 0
+        if need > budget_bytes:
+            return False
+        L = self.stream_len
+        rows = [self.ids[b * L: b * L + L + 1] for b in range(self.first, self.first + self.batch_size)]
+        self.grid = torch.from_numpy(np.stack(rows).astype(np.int32)).to(device)
+        return True
 
     def __len__(self) -> int:
         """Windows per epoch (the last one may be shorter than bptt)."""
@@ -62,6 +79,9 @@ class StreamBatcher:
     def span(self, start: int, length: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets of `length` steps from `start` in every stream, each (B, T) int64."""
         end = min(start + length, self.stream_len)
+        if self.grid is not None:
+            block = self.grid[:, start:end + 1].long()
+            return block[:, :-1], block[:, 1:]
         L = self.stream_len
         rows = [self.ids[b * L + start: b * L + end + 1] for b in range(self.first, self.first + self.batch_size)]
         block = torch.from_numpy(np.stack(rows).astype(np.int64))

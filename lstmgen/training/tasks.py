@@ -47,6 +47,10 @@ class LMTask:
     def __len__(self) -> int:
         return len(self._windows) if self._windows is not None else len(self.batcher)
 
+    def to_device(self, device) -> bool:
+        """Keep the training streams on the GPU when they fit (windows become slices there)."""
+        return self.batcher.to_device(device)
+
     def batch(self, epoch: int, index: int) -> Tuple[Tensor, ...]:
         if not self.cfg.variable_bptt:
             return self.batcher.window(index)

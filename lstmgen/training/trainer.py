@@ -101,6 +101,8 @@ class Trainer:
                                  "train this task in one process")
         else:
             self.task = train
+        if self.device.type == "cuda" and hasattr(self.task, "to_device"):
+            self.task.to_device(self.device)
         # The network the training step runs: DDP averages the gradients over the ranks in backward.
         self.net = self.model
         if self.dist.active:
