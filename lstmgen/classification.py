@@ -195,6 +195,7 @@ class ClassifierRecipe:
     bidirectional: bool = True
     pooling: str = "max"
     dropout: float = 0.3
+    weight_drop: float = 0.0
     binary: bool = False
     init_from: Optional[str] = None
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=64, max_epochs=4))
@@ -251,7 +252,7 @@ def train_classifier(recipe: ClassifierRecipe, command: Optional[str] = None,
         sizes = dict(embed_size=lc.embedding_dim, hidden_size=lc.hidden_size, num_layers=lc.num_layers,
                      bidirectional=False)
     mc = ClassifierConfig(vocab_size=tok.vocab_size, num_labels=n, pooling=recipe.pooling, dropout=recipe.dropout,
-                          binary=binary, **sizes)
+                          weight_drop=recipe.weight_drop, binary=binary, **sizes)
     cfg = recipe.train
     if cfg.eval_every == TrainConfig().eval_every:  # evaluate once per epoch unless told otherwise
         cfg.eval_every = max(1, -(-len(train) // cfg.batch_size))

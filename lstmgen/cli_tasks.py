@@ -25,6 +25,8 @@ CLASSIFY_FLAGS = {
     "bidirectional": (lambda v: v.lower() in ("1", "true", "yes"), "true | false"),
     "pooling": (str, "last | max | mean | attention"),
     "dropout": (float, "dropout"),
+    "weight-drop": (float, "DropConnect on the LSTM's hidden-to-hidden weights while training (AWD-LSTM, "
+                           "ULMFiT)"),
     "batch-size": (int, "batch size"),
     "lr": (float, "learning rate"),
     "optimizer": (str, "adamw | sgd | rmsprop"),

@@ -178,9 +178,9 @@ def test_ulmfit_transfer_from_a_language_model(tmp_path):
                                                                    warmup_steps=0, lr=5e-3)), command="test")
     lm = lstmgen.load(tmp_path / "lm")
 
-    def fine_tune(out, **train):
+    def fine_tune(out, weight_drop=0.0, **train):
         recipe = ClassifierRecipe.from_preset("ulmfit", data=f"{data}:text:label", out=str(tmp_path / out),
-                                              init_from=str(tmp_path / "lm"),
+                                              init_from=str(tmp_path / "lm"), weight_drop=weight_drop,
                                               train=dict(batch_size=16, warmup_steps=0, lr=1e-2, **train))
         return train_classifier(recipe, command="test"), lstmgen.load(tmp_path / out)
 
@@ -189,9 +189,9 @@ def test_ulmfit_transfer_from_a_language_model(tmp_path):
     assert clf.tokenizer.vocab_size == lm.tokenizer.vocab_size and clf.model.config.hidden_size == 24
     assert torch.equal(clf.model.embedding.weight, lm.model.embedding.weight)
     assert torch.equal(clf.model.lstm.weight_hh_l0, lm.model.lstm.weight_hh_l0)
-    # everything trained together starts from the LM and learns the task
-    result, clf = fine_tune("all", max_epochs=3, discriminative_lr=1.0, gradual_unfreezing=False)
-    assert result["metrics"]["test"]["accuracy"] > 0.8
+    # everything trained together starts from the LM and learns the task (with weight drop on its LSTM)
+    result, clf = fine_tune("all", weight_drop=0.3, max_epochs=3, discriminative_lr=1.0, gradual_unfreezing=False)
+    assert result["metrics"]["test"]["accuracy"] > 0.8 and clf.model.config.weight_drop == 0.3
     with pytest.raises(UserInputError, match="does not fit"):
         TextClassifierModel(ClassifierConfig(vocab_size=lm.tokenizer.vocab_size, embed_size=16, hidden_size=8,
                                              num_layers=2)).load_language_model(lm.model)

@@ -40,6 +40,8 @@ class ClassifierConfig(JSONConfig):
         bidirectional: read the text both ways.
         pooling: last | max | mean | attention | concat.
         dropout: on the embedding, between layers and before the output layer.
+        weight_drop: DropConnect on the LSTM's hidden-to-hidden weights while training (Merity et al.
+            2017; ULMFiT's classifier keeps its language model's, section 3.3).
         binary: one output unit and a sigmoid for two classes (the Keras recipe) instead of a softmax.
         backend: the LSTM backend (auto | fused | reference).
     """
@@ -52,6 +54,7 @@ class ClassifierConfig(JSONConfig):
     bidirectional: bool = False
     pooling: str = "last"
     dropout: float = 0.0
+    weight_drop: float = 0.0
     binary: bool = False
     backend: str = "auto"
 
@@ -75,7 +78,8 @@ class TextClassifierModel(nn.Module):
         self.embedding = nn.Embedding(c.vocab_size, c.embed_size, padding_idx=None)
         self.drop = nn.Dropout(c.dropout)
         self.lstm = LSTM(c.embed_size, c.hidden_size, c.num_layers, batch_first=True, bidirectional=c.bidirectional,
-                         dropout=c.dropout if c.num_layers > 1 else 0.0, backend=c.backend)
+                         dropout=c.dropout if c.num_layers > 1 else 0.0, backend=c.backend,
+                         weight_drop=c.weight_drop)
         width = c.hidden_size * (2 if c.bidirectional else 1)
         self.attention = nn.Linear(width, 1, bias=False) if c.pooling == "attention" else None
         self.out = nn.Linear(3 * width if c.pooling == "concat" else width, 1 if c.binary else c.num_labels)
