@@ -31,10 +31,10 @@ CONFIGS = {
 }
 
 
-def raw_loop(model: LanguageModel, ids: torch.Tensor, batch: int, bptt: int, steps: int, device) -> float:
+def raw_loop(model: LanguageModel, ids: torch.Tensor, batch: int, bptt: int, steps: int, device,
+             amp: bool = False) -> float:
     """The loop a user writes by hand; returns tokens/s."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.01,
-                            fused=device.type == "cuda" or None)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.01, fused=True)
     streams = ids[: (len(ids) // batch) * batch].view(batch, -1).to(device)
     state = model.init_state(batch, device)
     model.train()
@@ -44,8 +44,9 @@ def raw_loop(model: LanguageModel, ids: torch.Tensor, batch: int, bptt: int, ste
             t0 = time.perf_counter()
         k = (i * bptt) % (streams.shape[1] - bptt - 1)
         x, y = streams[:, k:k + bptt], streams[:, k + 1:k + bptt + 1]
-        logits, state = model(x, state)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            logits, state = model(x, state)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -55,10 +56,11 @@ def raw_loop(model: LanguageModel, ids: torch.Tensor, batch: int, bptt: int, ste
     return steps * batch * bptt / (time.perf_counter() - t0)
 
 
-def ours(model: LanguageModel, ids: np.ndarray, batch: int, bptt: int, steps: int, device) -> float:
+def ours(model: LanguageModel, ids: np.ndarray, batch: int, bptt: int, steps: int, device,
+         amp: bool = False) -> float:
     """lstmgen's Trainer for the same number of steps (no validation); returns tokens/s."""
     cfg = TrainConfig(batch_size=batch, bptt=bptt, lr=1e-3, max_steps=steps + 2, warmup_steps=0,
-                      log_every=10**9, eval_every=10**9, device=str(device), amp=False)
+                      log_every=10**9, eval_every=10**9, device=str(device), amp=amp)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(model, TokenArray(ids, len(ids)), None, cfg, out)
         # The plot and the final checkpoint happen once per run, not per step: leave them out of the rate.
@@ -84,10 +86,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", nargs="*", help="config names to run")
+    ap.add_argument("--amp", action="store_true", help="bf16 autocast in both loops (CUDA)")
     args = ap.parse_args()
     device = pick_device("auto")
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; {args.steps} timed steps, best of {args.repeats}\n")
+    print(f"device: {name}; torch {torch.__version__}; {args.steps} timed steps, best of {args.repeats}"
+          f"{'; bf16 autocast' if args.amp else ''}\n")
     print("| config | batch x bptt | raw loop tok/s | lstmgen tok/s | lstmgen / raw |")
     print("| --- | --- | --- | --- | --- |")
     for cname, (full, small) in CONFIGS.items():
@@ -100,10 +104,10 @@ def main() -> None:
         for _ in range(args.repeats):
             torch.manual_seed(0)
             m = LanguageModel(LMConfig(vocab_size=V, hidden_size=H, num_layers=L, dropout=0.0)).to(device)
-            best_raw = max(best_raw, raw_loop(m, ids, B, T, args.steps, device))
+            best_raw = max(best_raw, raw_loop(m, ids, B, T, args.steps, device, args.amp))
             torch.manual_seed(0)
             m = LanguageModel(LMConfig(vocab_size=V, hidden_size=H, num_layers=L, dropout=0.0))
-            best_ours = max(best_ours, ours(m, ids_np, B, T, args.steps, device))
+            best_ours = max(best_ours, ours(m, ids_np, B, T, args.steps, device, args.amp))
         print(f"| {cname} | {B} x {T} | {best_raw:,.0f} | {best_ours:,.0f} | {best_ours / best_raw:.3f} |",
               flush=True)
 

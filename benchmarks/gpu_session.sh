@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Every GPU check and timing in one call, for a session that has a GPU machine for a few minutes.
+#
+# The machine starts bare (PyTorch, numpy, tokenizers, safetensors, tqdm, matplotlib are there; it reaches
+# nothing outside), so the repository runs from its root with PYTHONPATH=. and the data it needs travels
+# in an ignored folder. Prepare here, once:
+#
+#     mkdir -p .gpudata && cp -r ../shared/data/tinyshakespeare .gpudata/ && echo /.gpudata/ >> .git/info/exclude
+#
+# then run it there with `carry: [".gpudata"]` and a timeout of about 9 minutes:
+#
+#     bash benchmarks/gpu_session.sh            # checks, train.py (fp32 and bf16), generate.py, quality.py 5 min
+#     QUALITY_MINUTES=0 bash benchmarks/gpu_session.sh   # without the 5-minute training run
+#
+# Everything goes to $OUT (the device tool brings it back): one log per step, each a table to paste into
+# benchmarks/RESULTS.md with the card's name from gpu.txt.
+set -u
+OUT=${OUT:-runs/gpu-session}
+mkdir -p "$OUT"
+export PYTHONPATH=. PYTHONUNBUFFERED=1 LSTMGEN_DATA=${LSTMGEN_DATA:-.gpudata}
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep its output, go on whatever happens
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name ($(date +%T))"
+    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+    echo "   exit $? after ${SECONDS}s in all"
+    tail -n 12 "$OUT/$name.log"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
+python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" >> "$OUT/gpu.txt" 2>&1
+cat "$OUT/gpu.txt"
+step checks 120 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_lstm.py
+step train-fp32 120 python3 benchmarks/train.py --full --steps 20 --repeats 2
+step train-bf16 120 python3 benchmarks/train.py --full --steps 20 --repeats 2 --amp
+step generate 90 python3 benchmarks/generate.py --batches 1 1024 --tokens 300 --repeats 3
+minutes=${QUALITY_MINUTES:-5}
+if [ "$minutes" != 0 ]; then
+    # the model folder stays on the machine (only 8 files come back); the log and the curve come back
+    step quality $((minutes * 60 + 90)) python3 benchmarks/quality.py --minutes "$minutes" --out /tmp/quality \
+        --config configs/tinyshakespeare-char-gpu.toml
+    cp /tmp/quality/quality.png /tmp/quality/training_log.jsonl "$OUT"/ 2>/dev/null
+fi
