@@ -49,7 +49,7 @@ PRESETS: Dict[str, dict] = {
                               gradual_unfreezing=True)),
     "bilstm-imdb": dict(vocab_size=25_000, max_length=400, truncate="pre", normalize="keras", embed_size=128,
                         hidden_size=128, num_layers=1, bidirectional=True, pooling="max", dropout=0.4, binary=False,
-                        train=dict(optimizer="adamw", lr=2e-3, batch_size=64, max_epochs=4, schedule="cosine",
+                        train=dict(optimizer="adamw", lr=2e-3, batch_size=64, max_epochs=6, schedule="cosine",
                                    warmup_steps=50, clip=1.0, weight_decay=0.01)),
 }
 
