@@ -11,6 +11,9 @@
 #
 #     bash benchmarks/gpu_session.sh            # checks, train.py (fp32 and bf16), generate.py, quality.py 5 min
 #     QUALITY_MINUTES=0 bash benchmarks/gpu_session.sh   # without the 5-minute training run
+#     bash benchmarks/gpu_session.sh awd        # only AWD-LSTM on PTB for 8.5 minutes (a call may run 10),
+#                                               # then its test perplexity
+#                                               # (copy ../shared/data/ptb into .gpudata as well)
 #
 # Everything goes to $OUT (the device tool brings it back): one log per step, each a table to paste into
 # benchmarks/RESULTS.md with the card's name from gpu.txt.
@@ -26,6 +29,13 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep its output
     echo "   exit $? after ${SECONDS}s in all"
     tail -n 12 "$OUT/$name.log"
 }
+if [ "${1:-}" = awd ]; then
+    nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
+    step awd-ptb 560 python3 -m lstmgen train lm --config configs/awd-lstm-ptb.toml --max-minutes 8.5 --out /tmp/awd
+    step awd-ptb-test 60 python3 -m lstmgen eval /tmp/awd --data ptb --split test
+    cp /tmp/awd/training_log.jsonl /tmp/awd/loss.png "$OUT"/ 2>/dev/null
+    exit 0
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" >> "$OUT/gpu.txt" 2>&1
 cat "$OUT/gpu.txt"
