@@ -50,7 +50,8 @@ def main() -> None:
     print(f"CPU, {torch.get_num_threads()} threads; torch {torch.__version__}; {args.layers} layer(s) 256 -> 512"
           f"{' bidirectional' if args.bidirectional else ''}, {B} texts of up to {T} tokens, forward + backward, "
           f"best of {args.repeats}\n")
-    print("| lengths | one padded call s | lstmgen s | torch packed s | padded / lstmgen | lstmgen speed-up over torch |")
+    print("| lengths | one padded call s | lstmgen s | torch packed s | padded / lstmgen "
+          "| lstmgen speed-up over torch |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, lengths in cases.items():
         def padded() -> None:

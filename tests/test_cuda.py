@@ -82,3 +82,23 @@ def test_generation_on_cuda_matches_cpu():
     assert streamed == gpu.generate(prompt, max_new_tokens=60, temperature=0.8, seed=3).completion
     many = gpu.generate([prompt] * 64, max_new_tokens=30, temperature=1.0, seed=1)
     assert len(many) == 64 and all(len(r.token_ids) == 30 or r.finish_reason != "length" for r in many)
+
+
+@pytest.mark.parametrize("opts", [dict(temperature=0.8, seed=3), dict(temperature=1.0, top_k=10, top_p=0.9, seed=4),
+                                  dict(temperature=0), dict(temperature=0.9, min_p=0.1, seed=5, eos_token_id=1)])
+def test_cuda_graph_blocks_give_the_eager_tokens(opts):
+    gpu = lstmgen.load("shakespeare-char", device="cuda")
+    prompts = ["ROMEO:\nWhat light", "KING:", "O"]
+    results = []
+    for block_steps, graphs in ((16, True), (16, False), (0, False)):
+        dec = lstmgen.generation.SamplingDecoder(gpu.model, block_steps=block_steps, graphs=graphs)
+        job = gpu.new_job(dec, prompts, dict(max_new_tokens=70, **opts))
+        list(job.run())
+        if graphs:
+            assert all(b.graph is not None for b in dec._blocks.blocks.values()) and dec._blocks.blocks
+        results.append(job.results())
+    graph, eager, steps = results
+    assert [r.token_ids for r in graph] == [r.token_ids for r in eager] == [r.token_ids for r in steps]
+    assert [r.finish_reason for r in graph] == [r.finish_reason for r in steps]
+    for a, b in zip(graph, steps):
+        assert torch.allclose(a.state.h, b.state.h, atol=1e-5) and a.state.pending == b.state.pending

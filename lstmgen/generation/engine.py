@@ -12,12 +12,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..models import LanguageModel
+from .blocks import BlockCache, block_size
 from .config import GenerationConfig
 from .processors import History, apply_processors, sample, warp
+from .uniforms import uniforms
 
 LSTMState = Tuple[Tensor, Tensor]
 
@@ -93,12 +96,18 @@ class Row:
 
     out: SequenceOutput
     cfg: GenerationConfig
-    rng: random.Random  # the row's own random source: its text does not depend on what else is decoded
+    key: int  # the row's own random source (uniforms.py): its text does not depend on what else is decoded
     owner: object = None
     slot: int = 0
     deadline: Optional[float] = None
     active: bool = True
     feed: List[int] = field(default_factory=list)  # prompt tokens still to go through the LSTM
+    draws: int = 0  # random numbers used so far
+
+    @property
+    def samples(self) -> bool:
+        """Whether the row draws a random number at the next step."""
+        return self.active and not self.cfg.greedy and not self.feed
 
 
 class SamplingDecoder:
@@ -114,22 +123,31 @@ class SamplingDecoder:
     prompt is in), as in chunked prefill (Agrawal et al. 2023, Sarathi). A running batch then never stalls
     for a newcomer's prefill, which for short prompts costs more than the steps it saves.
 
+    `advance()` runs several steps at once where the rows allow it (blocks.py): on a GPU as one CUDA graph
+    replay, with the same tokens as step by step.
+
     Args:
         model: the language model.
         inline_prefill: the longest prompt fed through the shared step (0: every prompt is prefilled).
+        block_steps: the most steps `advance()` runs as one block (0 or 1: one step at a time); by default
+            32 on a GPU, 0 on a CPU, where a step's own work already dwarfs its overhead.
+        graphs: capture blocks as CUDA graphs (default: on a GPU); False runs them eagerly.
     """
 
-    def __init__(self, model: LanguageModel, inline_prefill: int = 0) -> None:
+    def __init__(self, model: LanguageModel, inline_prefill: int = 0, block_steps: Optional[int] = None,
+                 graphs: Optional[bool] = None) -> None:
         model.eval()
         self.model, self.inline_prefill = model, inline_prefill
         self.device = next(model.parameters()).device
+        cuda = self.device.type == "cuda"
+        self.block_steps = (32 if cuda else 0) if block_steps is None else block_steps
+        self._blocks = BlockCache(cuda if graphs is None else graphs)
         self.rows: List[Row] = []
         self.history: Optional[History] = None  # made at the first add, when the vocabulary size is known
         self.logits: Optional[Tensor] = None  # (B, V) next-token logits of every row
         self.state: Optional[LSTMState] = None
         self.pending = torch.zeros(0, dtype=torch.long, device=self.device)  # chosen, not yet fed
         self.has_pending: List[bool] = []
-        self._samplers: Optional[list] = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -149,8 +167,8 @@ class SamplingDecoder:
         # Each row gets its own random stream: from cfg.seed (row i takes the i-th seed drawn from it), so
         # a seeded request gives the same texts whatever shares the batch and whenever its rows start
         # sampling; without a seed, from the operating system's entropy.
-        seeder = random.Random(cfg.seed) if cfg.seed is not None else None
-        rngs = [random.Random(seeder.getrandbits(64) if seeder else None) for _ in prompts]
+        seeder = random.Random(cfg.seed) if cfg.seed is not None else random.SystemRandom()
+        keys = [seeder.getrandbits(64) for _ in prompts]
         states = list(states) if states else [None] * len(prompts)
         feeds = [list(st.pending if st else []) + list(ids) for ids, st in zip(prompts, states)]
         vocab = getattr(getattr(self.model, "config", None), "vocab_size", None)
@@ -188,11 +206,10 @@ class SamplingDecoder:
         self.has_pending += inline
         self.history.add(prompts, cfg, bans, cfg.eos_token_id)
         deadline = time.monotonic() + cfg.max_time if cfg.max_time else None
-        new = [Row(SequenceOutput([], "length", [] if cfg.logprobs else None), cfg, rngs[i], owner, i, deadline,
+        new = [Row(SequenceOutput([], "length", [] if cfg.logprobs else None), cfg, keys[i], owner, i, deadline,
                    feed=feeds[i][1:] if inline[i] else [])
                for i in range(n)]
         self.rows += new
-        self._samplers = None
         if cfg.max_new_tokens == 0:
             for row in new:
                 self.finish(row, "length", fed=True)
@@ -210,6 +227,16 @@ class SamplingDecoder:
         row.out.state = DecoderState(h[:, b:b + 1].clone(), c[:, b:b + 1].clone(),
                                      [] if fed else row.out.token_ids[-1:])
 
+    def _finish_many(self, ends: List[Tuple[int, str]], h: Tensor, c: Tensor) -> None:
+        """Finish rows `ends` = [(batch index, reason)] at states h, c (L, B, H) in one gather each."""
+        idx = torch.tensor([b for b, _ in ends], device=self.device)
+        hb, cb = h[:, idx], c[:, idx]
+        for i, (b, reason) in enumerate(ends):
+            row = self.rows[b]
+            row.active = False
+            row.out.finish_reason = reason
+            row.out.state = DecoderState(hb[:, i:i + 1], cb[:, i:i + 1], row.out.token_ids[-1:])
+
     def cancel(self, row: Row) -> None:
         """Drop `row` without keeping anything (its client went away)."""
         row.active = False
@@ -225,7 +252,6 @@ class SamplingDecoder:
         self.logits, self.pending = self.logits[idx], self.pending[idx]
         self.state = (self.state[0][:, idx], self.state[1][:, idx])
         self.history.keep(keep)
-        self._samplers = None
 
     def _feed(self) -> None:
         """Run the chosen tokens through the LSTM (rows that joined since the last step have logits)."""
@@ -241,15 +267,16 @@ class SamplingDecoder:
             self.state = (h, c)
             self.logits = self.logits.index_copy(0, idx, out.float())
 
-    def _uniforms(self) -> Tensor:
-        """One uniform per row from the row's own generator (rows still reading their prompt and greedy
-        rows draw nothing)."""
-        if self._samplers is None:
-            self._samplers = [(i, r.rng) for i, r in enumerate(self.rows) if not r.cfg.greedy and not r.feed]
-        u = [0.0] * len(self.rows)
-        for i, rng in self._samplers:
-            u[i] = rng.random()
-        return torch.tensor(u, dtype=torch.float64).to(self.device)
+    def _uniforms(self, steps: int = 1) -> Tensor:
+        """(steps, B) uniforms, each row's next ones from its own key (rows that do not sample draw none
+        and get zeros)."""
+        draws = [r.samples for r in self.rows]
+        keys = np.array([r.key for r in self.rows], dtype=np.uint64)
+        counts = np.array([r.draws for r in self.rows], dtype=np.uint64)
+        u = uniforms(keys, counts, steps) * np.array(draws, dtype=np.float64)
+        for r, d in zip(self.rows, draws):
+            r.draws += steps * d
+        return torch.from_numpy(u).to(self.device, non_blocking=True)
 
     @torch.inference_mode()
     def step(self) -> List[Tuple[Row, Optional[int]]]:
@@ -269,7 +296,7 @@ class SamplingDecoder:
                 blocked = dead.tolist()
                 logits = logits.masked_fill(dead[:, None], 0.0)
         if P.any_sample:
-            new = sample(warp(logits, h).softmax(-1), self._uniforms())
+            new = sample(warp(logits, P).softmax(-1), self._uniforms()[0])
             if P.any_greedy:
                 new = torch.where(P.greedy, logits.argmax(-1), new)
         else:
@@ -286,8 +313,6 @@ class SamplingDecoder:
             for b, r in enumerate(self.rows):
                 if warming[b]:
                     new[b] = r.feed.pop(0)
-                    if not r.feed:
-                        self._samplers = None  # it samples from the next step on: it draws random numbers
         h.append(new, skip=warming if any(warming) else None)
         self.pending = new
         self.has_pending = [True] * len(self.rows)
@@ -313,6 +338,76 @@ class SamplingDecoder:
             elif len(o.token_ids) >= row.cfg.max_new_tokens or (row.deadline is not None and now > row.deadline):
                 self.finish(row, "length")
         return chosen
+
+    @torch.inference_mode()
+    def advance(self, limit: int = 0) -> List[Tuple[Row, List[int]]]:
+        """Tokens for every active row: several steps as one block where the rows allow it, else one step.
+
+        The tokens, the ends (eos, max_new_tokens) and the states kept for continuing are those of calling
+        step() as often; a row's tokens stop where it ends. Stop strings are the caller's, so a caller that
+        has them should call step().
+
+        Args:
+            limit: the most steps (0: up to `block_steps`).
+
+        Returns:
+            (row, its new tokens) for every row that was active.
+        """
+        steps = self._block_plan(limit)
+        if steps < 2:
+            return [(row, [] if tok is None else [tok]) for row, tok in self.step()]
+        block = self._blocks.get(self.model, self.history.params, len(self.rows), steps)
+        block.tok.copy_(self.pending)
+        block.h.copy_(self.state[0])
+        block.c.copy_(self.state[1])
+        block.uniforms.copy_(self._uniforms(steps))
+        block.run()
+        tokens = block.tokens.cpu().numpy().T.tolist()  # the one read of the block: (B, K) lists
+        self.pending = block.tokens[-1].clone()
+        self.state = (block.hs[-1].clone(), block.cs[-1].clone())
+        now = time.monotonic()
+        chosen: List[Tuple[Row, List[int]]] = []
+        ends: Dict[int, List[Tuple[int, str]]] = {}  # step -> rows that end there
+        for b, row in enumerate(self.rows):
+            if not row.active:
+                continue
+            o, eos = row.out, row.cfg.eos_token_id
+            new = tokens[b][:row.cfg.max_new_tokens - len(o.token_ids)]
+            reason = None
+            if eos is not None and eos in new:
+                new, reason = new[:new.index(eos) + 1], "eos"
+            elif len(o.token_ids) + len(new) >= row.cfg.max_new_tokens or (row.deadline and now > row.deadline):
+                reason = "length"
+            o.token_ids += new
+            self.history.tokens[b] += new
+            chosen.append((row, new))
+            if reason:
+                ends.setdefault(len(new) - 1, []).append((b, reason))
+        for j, rows in ends.items():
+            self._finish_many(rows, block.hs[j], block.cs[j])
+        return chosen
+
+    def _block_plan(self, limit: int) -> int:
+        """How many steps the next block may run (below 2: take one step() instead).
+
+        A block needs rows whose every choice can be made on the device: no penalties, n-gram or
+        multi-token bans, min_new_tokens or logprobs (blocks.py), no prompt still being read. Finished
+        rows ride along unseen until they are half the batch, so that a batch is not re-captured each time
+        one of its rows ends.
+        """
+        if self.block_steps < 2 or not self.rows or not all(self.has_pending) or any(r.feed for r in self.rows):
+            return 0
+        h = self.history
+        if h.seen is not None or any(len(seq) > 1 for bans in h.bans for seq in bans) or \
+                any(c.no_repeat_ngram_size or c.min_new_tokens or c.logprobs for c in h.cfgs):
+            return 0
+        active = [r for r in self.rows if r.active]
+        if 2 * len(active) <= len(self.rows):
+            self._compact()
+        if not active:
+            return 0
+        need = max(r.cfg.max_new_tokens - len(r.out.token_ids) for r in active)
+        return block_size(min(need, limit or self.block_steps), self.block_steps)
 
     @property
     def done(self) -> bool:

@@ -37,17 +37,25 @@ class TextJob:
                       for ids, s in zip(prompt_ids, states)]
         self.rows: List[Row] = decoder.add(prompt_ids, cfg, bans, states if any(states) else None, owner=self)
 
-    def push(self, row: Row, token: Optional[int]) -> Tuple[int, str]:
+    def push(self, row: Row, token: Optional[int], last: bool = True) -> Tuple[int, str]:
         """Take `row`'s new token (None: the row ended without one); return (row.slot, the text that is
-        safe to show now). A row that ends here releases all it held back."""
+        safe to show now). A row that ends here releases all it held back.
+
+        Args:
+            row: one of this job's rows.
+            token: its next token.
+            last: whether it is the last of the tokens the decoder gave the row this time.
+        """
         asm = self.texts[row.slot]
         piece = ""
+        end = last and not row.active
         if token is not None:
             check = len(row.out.token_ids) > self.cfg.min_new_tokens  # stop strings count from here
-            piece = asm.push(token, final=not row.active, check_stop=check)
+            piece = asm.push(token, final=end, check_stop=check)
             if asm.stopped:
                 self.decoder.finish(row, "stop")
-        if not row.active:
+                end = True
+        if end:
             piece += asm.flush()
         return row.slot, piece
 
@@ -73,8 +81,11 @@ class TextJob:
     def run(self):
         """Step the decoder until this job is done (the decoder holds no other rows); yield
         (slot, piece) for each non-empty piece."""
+        blocks = not self.cfg.stop  # a stop string is found in the text token by token
         while not self.done:
-            for row, tok in self.decoder.step():
-                slot, piece = self.push(row, tok)
-                if piece:
-                    yield slot, piece
+            for row, tokens in self.decoder.advance() if blocks else \
+                    ((row, [] if tok is None else [tok]) for row, tok in self.decoder.step()):
+                for i, tok in enumerate(tokens or [None]):
+                    slot, piece = self.push(row, tok, last=i == len(tokens) - 1 or not tokens)
+                    if piece:
+                        yield slot, piece

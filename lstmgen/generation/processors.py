@@ -32,6 +32,7 @@ class RowParams:
     greedy: Tensor  # (B,) bool
     temperature: Tensor  # (B, 1); 1 for greedy rows (they take the argmax before any warping)
     top_k: Tensor  # (B,) long; 0: off
+    top_k_max: int  # the largest top_k of any row (known here, so warping never asks the device)
     top_p: Tensor  # (B, 1); inf: off
     typical_p: Tensor  # (B, 1); inf: off
     min_p: Tensor  # (B, 1); 0: off
@@ -172,6 +173,7 @@ class History:
             greedy=torch.tensor(greedy, dtype=torch.bool, device=dev),
             temperature=col([1.0 if c.greedy else c.temperature for c in cfgs]),
             top_k=torch.tensor([c.top_k or 0 for c in cfgs], dtype=torch.long, device=dev),
+            top_k_max=self.V if any(not c.top_k for c in cfgs) else max((c.top_k for c in cfgs), default=0),
             top_p=col([c.top_p if c.top_p < 1.0 else inf for c in cfgs]),
             typical_p=col([c.typical_p if c.typical_p < 1.0 else inf for c in cfgs]),
             min_p=col([c.min_p for c in cfgs]),
@@ -224,13 +226,13 @@ def apply_processors(logits: Tensor, h: History) -> Tensor:
 
 
 # -- warpers (sampling) ----------------------------------------------------------------------------------
-def warp(logits: Tensor, h: History) -> Tensor:
-    """Temperature, top-k, top-p (Holtzman et al. 2020), typical-p (Meister et al. 2022), min-p."""
-    P = h.params
+def warp(logits: Tensor, P: RowParams) -> Tensor:
+    """Temperature, top-k, top-p (Holtzman et al. 2020), typical-p (Meister et al. 2022), min-p, with
+    the rows' options `P` (History.params)."""
     logits = logits / P.temperature
     if P.use_top_k:
         k = torch.where(P.top_k > 0, P.top_k, logits.shape[-1]).clamp(max=logits.shape[-1])
-        top = torch.topk(logits, int(k.max()), dim=-1).values
+        top = torch.topk(logits, min(P.top_k_max, logits.shape[-1]), dim=-1).values
         kth = top.gather(-1, k[:, None] - 1)
         logits = logits.masked_fill(logits < kth, NEG_INF)
     if P.use_top_p:

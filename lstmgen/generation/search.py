@@ -67,7 +67,7 @@ def _sample(step, reorder, state, B: int, cfg: GenerationConfig, bos_id: int, ba
             new = scores.argmax(-1)
         else:
             u = torch.rand(len(alive), generator=gen, dtype=torch.float64)
-            new = sample(warp(scores, history).softmax(-1), u.to(scores.device))
+            new = sample(warp(scores, history.params).softmax(-1), u.to(scores.device))
         history.append(new)
         lps = logp.gather(-1, new[:, None]).squeeze(-1).tolist() if cfg.logprobs else None
         keep = []

@@ -27,7 +27,14 @@ from .checkpoint import (
     optimizer_to_tensors,
 )
 from .config import TrainConfig
-from .distributed import barrier, device_for, gather_rows, init_distributed, max_of, mean_of
+from .distributed import (
+    barrier,
+    device_for,
+    gather_rows,
+    init_distributed,
+    max_of,
+    mean_of,
+)
 from .plots import plot_loss
 from .tasks import LMTask
 

@@ -1,0 +1,111 @@
+"""Blocks of decoding steps (generation/blocks.py) give what step-by-step decoding gives.
+
+On a CPU the block runs its steps eagerly; tests/test_cuda.py checks the captured CUDA graph against
+the same steps on a GPU.
+"""
+import numpy as np
+import pytest
+import torch
+
+import lstmgen
+from lstmgen.generation import SamplingDecoder
+from lstmgen.generation.blocks import block_size
+from lstmgen.generation.uniforms import uniforms
+
+
+@pytest.fixture(scope="module")
+def gen(tiny_model_dir):
+    return lstmgen.load(tiny_model_dir)
+
+
+def run(gen, prompts, block_steps, **opts):
+    dec = SamplingDecoder(gen.model, block_steps=block_steps, graphs=False)
+    job = gen.new_job(dec, prompts, opts)
+    pieces = [""] * len(prompts)
+    for slot, piece in job.run():
+        pieces[slot] += piece
+    return job.results(), pieces
+
+
+def assert_same(a, b):
+    assert [str(r) for r in a] == [str(r) for r in b]
+    for x, y in zip(a, b):
+        assert x.token_ids == y.token_ids and x.finish_reason == y.finish_reason
+        # step by step, finished rows leave the batch; a matrix product of another batch size may round
+        # the last bit differently
+        assert torch.allclose(x.state.h, y.state.h, rtol=0, atol=1e-6)
+        assert torch.allclose(x.state.c, y.state.c, rtol=0, atol=1e-5)
+        assert x.state.pending == y.state.pending
+
+
+OPTIONS = [
+    dict(temperature=0.8, seed=1),
+    dict(temperature=1.1, top_k=7, seed=2),
+    dict(temperature=1.0, top_p=0.8, min_p=0.05, seed=3),
+    dict(temperature=0.9, typical_p=0.7, seed=4),
+    dict(temperature=0),
+    dict(temperature=1.0, logit_bias={5: 4.0, 6: -100.0}, bad_words=["e"], seed=5),
+]
+
+
+@pytest.mark.parametrize("opts", OPTIONS)
+def test_blocks_give_the_step_by_step_tokens_ends_and_states(gen, opts):
+    prompts = ["KING:", "ROMEO:\nI will", "a"]
+    step, step_pieces = run(gen, prompts, 0, max_new_tokens=45, **opts)
+    block, block_pieces = run(gen, prompts, 8, max_new_tokens=45, **opts)
+    assert_same(step, block)
+    assert block_pieces == [str(r)[len(p):] for r, p in zip(block, prompts)] == step_pieces
+
+
+def test_rows_that_end_inside_a_block_keep_the_state_they_ended_at(gen):
+    eos = gen.tokenizer.encode(" ")[0]  # frequent: rows end at different steps inside blocks
+    step, _ = run(gen, ["KING:", "Second", "O"], 0, max_new_tokens=50, eos_token_id=eos, temperature=1.0, seed=9)
+    block, _ = run(gen, ["KING:", "Second", "O"], 16, max_new_tokens=50, eos_token_id=eos, temperature=1.0,
+                   seed=9)
+    assert {r.finish_reason for r in block} == {"eos"}
+    assert len({len(r.token_ids) for r in block}) > 1
+    assert_same(step, block)
+    # and a text continued from such a state goes on as it would have
+    more_step = gen.generate("", state=step[0].state, max_new_tokens=20, temperature=0.7, seed=1)
+    dec = SamplingDecoder(gen.model, block_steps=4, graphs=False)
+    job = gen.new_job(dec, [""], dict(max_new_tokens=20, temperature=0.7, seed=1), [block[0].state])
+    list(job.run())
+    assert job.results()[0].token_ids == more_step.token_ids
+
+
+def test_options_that_need_the_text_so_far_fall_back_to_single_steps(gen):
+    for opts in (dict(repetition_penalty=1.5), dict(no_repeat_ngram_size=3), dict(logprobs=True),
+                 dict(min_new_tokens=5, eos_token_id=3)):
+        dec = SamplingDecoder(gen.model, block_steps=8, graphs=False)
+        job = gen.new_job(dec, ["KING:"], dict(max_new_tokens=12, temperature=0.8, seed=0, **opts))
+        sizes = []
+        while not job.done:
+            sizes += [len(t) for _, t in dec.advance()]
+        assert set(sizes) == {1}
+        alone = gen.generate("KING:", max_new_tokens=12, temperature=0.8, seed=0, **opts)
+        assert job.rows[0].out.token_ids == alone.token_ids
+
+
+def test_a_block_never_runs_past_the_longest_row():
+    assert [block_size(n, 32) for n in (1, 2, 3, 12, 31, 32, 300)] == [1, 2, 2, 8, 16, 32, 32]
+
+
+def test_uniforms_depend_on_the_key_and_the_count_only():
+    keys = np.array([1, 2**64 - 1, 12345], dtype=np.uint64)
+    u = uniforms(keys, np.zeros(3, dtype=np.uint64), 50)
+    assert u.shape == (50, 3) and (u >= 0).all() and (u < 1).all()
+    later = uniforms(keys[1:2], np.array([20], dtype=np.uint64), 30)
+    assert np.array_equal(later[:, 0], u[20:, 1])  # a row's numbers do not depend on the others
+    many = uniforms(np.arange(200, dtype=np.uint64), np.zeros(200, dtype=np.uint64), 100).ravel()
+    assert abs(many.mean() - 0.5) < 0.01 and abs(many.var() - 1 / 12) < 0.005
+    assert len(np.unique(many)) == many.size
+
+
+def test_a_decoder_reuses_its_blocks_for_later_batches_with_their_own_options(gen):
+    dec = SamplingDecoder(gen.model, block_steps=8, graphs=False)
+    for opts in (dict(temperature=0.7, top_k=5, seed=1), dict(temperature=1.3, top_k=5, seed=2)):
+        job = gen.new_job(dec, ["KING:", "O"], dict(max_new_tokens=24, **opts))
+        list(job.run())
+        assert job.results() == gen.generate(["KING:", "O"], max_new_tokens=24, **opts)
+    # one step after the prefill, then blocks of 8, 8, 4, 2 and a step: three blocks, made once
+    assert len(dec._blocks.blocks) == 3
