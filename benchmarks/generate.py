@@ -55,7 +55,7 @@ def weights(model: LanguageModel) -> List[torch.Tensor]:
 def bound(model: LanguageModel, batch: int, steps: int, repeats: int, device) -> float:
     """Tokens/s if a step cost only its matrix products: (batch x in) @ W^T for every weight matrix."""
     ws = weights(model)
-    xs = [torch.randn(batch, w.shape[1], device=device) for w in ws]
+    xs = [torch.randn(batch, w.shape[1], device=device, dtype=w.dtype) for w in ws]
 
     def run() -> None:
         for _ in range(steps):
@@ -105,7 +105,9 @@ def cell_loop(model: LanguageModel, batch: int, steps: int, repeats: int, device
 
     def run() -> None:
         tok = torch.ones(batch, dtype=torch.long, device=device)
-        hs = [(torch.zeros(batch, H, device=device), torch.zeros(batch, H, device=device)) for _ in range(L)]
+        dt = model.decoder.weight.dtype
+        hs = [(torch.zeros(batch, H, device=device, dtype=dt), torch.zeros(batch, H, device=device, dtype=dt))
+              for _ in range(L)]
         for _ in range(steps):
             x = model.embedding(tok)
             for i, cell in enumerate(cells):
@@ -121,12 +123,16 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=400)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batches", type=int, nargs="*", default=[1, 64])
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="the weights' type (bfloat16: the model cast as a user would, bounds in the same type)")
     args = ap.parse_args()
     device = pick_device("auto")
     torch.manual_seed(0)
-    model = LanguageModel(LMConfig(vocab_size=V, hidden_size=H, num_layers=L, dropout=0.0)).to(device).eval()
+    model = LanguageModel(LMConfig(vocab_size=V, hidden_size=H, num_layers=L, dropout=0.0))
+    model = model.to(device, getattr(torch, args.dtype)).eval()
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; 3x512 char LM; {args.tokens} tokens, best of {args.repeats}\n")
+    print(f"device: {name}; torch {torch.__version__}; 3x512 char LM in {args.dtype}; {args.tokens} tokens, "
+          f"best of {args.repeats}\n")
     print("| batch | bound tok/s | lstmgen tok/s | lstmgen / bound | step by step / bound | nn.LSTM loop / bound "
           "| LSTMCell loop / bound | first call (s) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")

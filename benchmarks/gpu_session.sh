@@ -10,19 +10,19 @@
 # then run it there with `carry: [".gpudata"]` and a timeout of about 9 minutes:
 #
 #     bash benchmarks/gpu_session.sh            # checks, generate.py, train.py fp32, quality.py 5 min, train.py bf16
-#                                               # (BUDGET=560 seconds in all: what cannot fit is cut or skipped)
+#                                               # (BUDGET=580 seconds in all: what cannot fit is cut or skipped)
 #     QUALITY_MINUTES=0 bash benchmarks/gpu_session.sh   # without the 5-minute training run
 #     bash benchmarks/gpu_session.sh awd        # only AWD-LSTM on PTB for 8.5 minutes (a call may run 10),
 #                                               # then its test perplexity
 #                                               # (copy ../shared/data/ptb into .gpudata as well)
 #
-# Everything goes to $OUT (the device tool brings it back): one log per step, each a table to paste into
-# benchmarks/RESULTS.md with the card's name from gpu.txt.
+# Everything goes to $OUT (the device tool brings it back): every step's log in logs.txt, each a table to paste
+# into benchmarks/RESULTS.md with the card's name from gpu.txt.
 set -u
 OUT=${OUT:-runs/gpu-session}
 mkdir -p "$OUT"
 export PYTHONPATH=. PYTHONUNBUFFERED=1 LSTMGEN_DATA=${LSTMGEN_DATA:-.gpudata}
-BUDGET=${BUDGET:-560}  # seconds for the whole script: a step never runs past it, and steps that cannot fit are skipped
+BUDGET=${BUDGET:-580}  # seconds for the whole script: a step never runs past it, and steps that cannot fit are skipped
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep its output, go on whatever happens
     local name=$1 limit=$2
     shift 2
@@ -30,9 +30,11 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep its output
     if [ "$left" -lt 20 ]; then echo "== $name: skipped, ${left}s left"; return; fi
     [ "$limit" -gt "$left" ] && limit=$left
     echo "== $name ($(date +%T), at most ${limit}s)"
-    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+    timeout "$limit" "$@" > "/tmp/$name.log" 2>&1
     echo "   exit $? after ${SECONDS}s in all"
-    tail -n 14 "$OUT/$name.log"
+    tail -n 14 "/tmp/$name.log"
+    # one file for every log: the device tool brings back at most 8 files
+    { echo "===== $name: $*"; cat "/tmp/$name.log"; } >> "$OUT/logs.txt"
 }
 if [ "${1:-}" = awd ]; then
     BUDGET=${AWD_BUDGET:-600}
@@ -45,14 +47,15 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" >> "$OUT/gpu.txt" 2>&1
 cat "$OUT/gpu.txt"
-step checks 70 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
-step generate 75 python3 benchmarks/generate.py --batches 1 1024 --tokens 300 --repeats 3
-step train-fp32 75 python3 benchmarks/train.py --full --steps 15 --repeats 2
+step checks 60 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
+step generate 45 python3 benchmarks/generate.py --batches 1 1024 --tokens 500 --repeats 3
+step generate-bf16 45 python3 benchmarks/generate.py --batches 1 1024 --tokens 500 --repeats 3 --dtype bfloat16
+step train-fp32 70 python3 benchmarks/train.py --full --steps 15 --repeats 2
 minutes=${QUALITY_MINUTES:-5}
 if [ "$minutes" != 0 ]; then
     # the model folder stays on the machine (only 8 files come back); the log and the curve come back
-    step quality $((minutes * 60 + 45)) python3 benchmarks/quality.py --minutes "$minutes" --out /tmp/quality \
+    step quality $((minutes * 60 + 40)) python3 benchmarks/quality.py --minutes "$minutes" --out /tmp/quality \
         --config configs/tinyshakespeare-char-gpu.toml
     cp /tmp/quality/quality.png /tmp/quality/training_log.jsonl "$OUT"/ 2>/dev/null
 fi
-step train-bf16 75 python3 benchmarks/train.py --full --steps 15 --repeats 2 --amp
+step train-bf16 70 python3 benchmarks/train.py --full --steps 15 --repeats 2 --amp

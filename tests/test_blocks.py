@@ -109,3 +109,12 @@ def test_a_decoder_reuses_its_blocks_for_later_batches_with_their_own_options(ge
         assert job.results() == gen.generate(["KING:", "O"], max_new_tokens=24, **opts)
     # one step after the prefill, then blocks of 8, 8, 4, 2 and a step: three blocks, made once
     assert len(dec._blocks.blocks) == 3
+
+
+def test_a_bfloat16_model_decodes_in_blocks_as_step_by_step(tiny_model_dir):
+    gen = lstmgen.load(tiny_model_dir)
+    gen.model.to(torch.bfloat16)
+    step, _ = run(gen, ["KING:", "O"], 0, max_new_tokens=30, temperature=0.9, seed=2)
+    block, _ = run(gen, ["KING:", "O"], 8, max_new_tokens=30, temperature=0.9, seed=2)
+    assert [r.token_ids for r in step] == [r.token_ids for r in block]
+    assert block[0].state.h.dtype == torch.bfloat16

@@ -66,7 +66,7 @@ def test_prompt_runs_once_then_one_step_per_token(tiny_model_dir):
     lengths, steps = [], []
     hook = gen.model.lstm.register_forward_hook(lambda m, inp, out: lengths.append(inp[0].shape[1]))
     one_step = gen.model.lstm.step
-    gen.model.lstm.step = lambda x, state: (steps.append(tuple(x.shape)), one_step(x, state))[1]
+    gen.model.lstm.step = lambda x, state, out=None: (steps.append(tuple(x.shape)), one_step(x, state, out))[1]
     try:
         gen.generate("The king and", max_new_tokens=10, seed=0)
     finally:

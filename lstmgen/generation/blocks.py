@@ -26,7 +26,7 @@ from torch import Tensor
 from .processors import NEG_INF, RowParams, warp
 
 
-def choose(logits: Tensor, P: RowParams, uniforms: Optional[Tensor]) -> Tensor:
+def choose(logits: Tensor, P: RowParams, uniforms: Optional[Tensor], out: Optional[Tensor] = None) -> Tensor:
     """Every row's next token from its logits under the rows' options `P`, without any host
     synchronisation: the single-token processors (bias, bans), then greedy rows take the argmax and
     sampling rows an inverse-CDF draw, as SamplingDecoder.step() does."""
@@ -35,24 +35,24 @@ def choose(logits: Tensor, P: RowParams, uniforms: Optional[Tensor]) -> Tensor:
     if P.banned is not None:
         logits = logits.masked_fill(P.banned, NEG_INF)
     if not P.any_sample:
-        return logits.argmax(-1)
+        return torch.argmax(logits, -1, out=out)
     probs = warp(logits, P).softmax(-1)
     cdf = probs.cumsum(-1)
-    x = uniforms[:, None].to(cdf) * cdf[:, -1:]
+    x = uniforms[:, None] * cdf[:, -1:]  # float32 uniforms, as SamplingDecoder._uniforms() makes them
     tok = torch.searchsorted(cdf, x, right=True).squeeze(-1).clamp_max(probs.shape[-1] - 1)
     # x rounded up to the total lands on a zero-probability token (rare): take the most likely instead,
     # as processors.sample() does, without asking the host whether it happened
     zero = probs.gather(-1, tok[:, None]).squeeze(-1) == 0
+    if not P.any_greedy:
+        return torch.where(zero, probs.argmax(-1), tok, out=out)
     tok = torch.where(zero, probs.argmax(-1), tok)
-    if P.any_greedy:
-        tok = torch.where(P.greedy, logits.argmax(-1), tok)
-    return tok
+    return torch.where(P.greedy, logits.argmax(-1), tok, out=out)
 
 
 def layout(P: RowParams) -> tuple:
     """What decides which kernels a step runs (the rest of the options are tensor values)."""
-    return (P.use_top_k, P.top_k_max, P.use_top_p, P.use_typical_p, P.use_min_p, P.any_greedy, P.any_sample,
-            P.bias is None, P.banned is None)
+    return (P.use_temperature, P.use_top_k, P.top_k_max, P.use_top_p, P.use_typical_p, P.use_min_p,
+            P.any_greedy, P.any_sample, P.bias is None, P.banned is None)
 
 
 class Block:
@@ -76,15 +76,15 @@ class Block:
     def __init__(self, model, params: RowParams, batch: int, steps: int, graph: bool) -> None:
         self.model, self.steps = model, steps
         self.params = replace(params, **{k: v.clone() for k, v in _tensors(params).items()})
-        dev = next(model.parameters()).device
-        L, H = model.config.num_layers, model.config.hidden_size
+        w = next(model.parameters())
+        L, H, dev = model.config.num_layers, model.config.hidden_size, w.device
         self.tok = torch.zeros(batch, dtype=torch.long, device=dev)
-        self.h = torch.zeros(L, batch, H, device=dev)
-        self.c = torch.zeros(L, batch, H, device=dev)
-        self.uniforms = torch.zeros(steps, batch, dtype=torch.float64, device=dev)
+        self.h = torch.zeros(L, batch, H, device=dev, dtype=w.dtype)
+        self.c = torch.zeros(L, batch, H, device=dev, dtype=w.dtype)
+        self.uniforms = torch.zeros(steps, batch, device=dev)
         self.tokens = torch.zeros(steps, batch, dtype=torch.long, device=dev)
-        self.hs = torch.zeros(steps, L, batch, H, device=dev)
-        self.cs = torch.zeros(steps, L, batch, H, device=dev)
+        self.hs = torch.zeros(steps, L, batch, H, device=dev, dtype=w.dtype)
+        self.cs = torch.zeros(steps, L, batch, H, device=dev, dtype=w.dtype)
         self.graph: Optional[torch.cuda.CUDAGraph] = None
         if graph:
             self.graph = self._capture()
@@ -92,12 +92,9 @@ class Block:
     def _steps(self, n: int) -> None:
         """n steps from the static inputs into the static outputs."""
         tok, state = self.tok, (self.h, self.c)
-        for j in range(n):
-            out, state = self.model.step(tok, state)
-            tok = choose(out.float(), self.params, self.uniforms[j])
-            self.tokens[j].copy_(tok)
-            self.hs[j].copy_(state[0])
-            self.cs[j].copy_(state[1])
+        for j in range(n):  # each step writes straight into the block's buffers: no copies
+            logits, state = self.model.step(tok, state, out=(self.hs[j], self.cs[j]))
+            tok = choose(logits.float(), self.params, self.uniforms[j], out=self.tokens[j])
 
     def _capture(self) -> torch.cuda.CUDAGraph:
         # Lazy initialisation (cuBLAS handles, workspaces) must happen before capture, on a side stream

@@ -139,6 +139,7 @@ class SamplingDecoder:
         model.eval()
         self.model, self.inline_prefill = model, inline_prefill
         self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype  # a bfloat16 model keeps its state in bfloat16 too
         cuda = self.device.type == "cuda"
         self.block_steps = (32 if cuda else 0) if block_steps is None else block_steps
         self._blocks = BlockCache(cuda if graphs is None else graphs)
@@ -184,8 +185,8 @@ class SamplingDecoder:
             L = L or self.model.config.num_layers
             H = H or self.model.config.hidden_size
         logits = torch.zeros(n, vocab, device=self.device)
-        h = torch.zeros(L, n, H, device=self.device)
-        c = torch.zeros(L, n, H, device=self.device)
+        h = torch.zeros(L, n, H, device=self.device, dtype=self.dtype)
+        c = torch.zeros(L, n, H, device=self.device, dtype=self.dtype)
         if packed:
             idx = torch.tensor(packed, device=self.device)
             logits[idx], h[:, idx], c[:, idx] = lg, hp, cp
@@ -273,7 +274,8 @@ class SamplingDecoder:
         draws = [r.samples for r in self.rows]
         keys = np.array([r.key for r in self.rows], dtype=np.uint64)
         counts = np.array([r.draws for r in self.rows], dtype=np.uint64)
-        u = uniforms(keys, counts, steps) * np.array(draws, dtype=np.float64)
+        # float32, as sampling uses them: rounded here once, not by a kernel at every step
+        u = (uniforms(keys, counts, steps) * np.array(draws, dtype=np.float64)).astype(np.float32)
         for r, d in zip(self.rows, draws):
             r.draws += steps * d
         return torch.from_numpy(u).to(self.device, non_blocking=True)

@@ -41,6 +41,7 @@ class RowParams:
     frequency: Tensor  # (B, 1)
     bias: Optional[Tensor]  # (B, V) logit_bias, None when no row has one
     banned: Optional[Tensor]  # (B, V) bool: single-token bans, None when no row has one
+    use_temperature: bool  # some row's temperature is not 1
     use_top_k: bool
     use_top_p: bool
     use_typical_p: bool
@@ -181,6 +182,7 @@ class History:
             presence=col([c.presence_penalty for c in cfgs]),
             frequency=col([c.frequency_penalty for c in cfgs]),
             bias=bias, banned=banned,
+            use_temperature=any(not c.greedy and c.temperature != 1.0 for c in cfgs),
             use_top_k=any(c.top_k for c in cfgs), use_top_p=any(c.top_p < 1.0 for c in cfgs),
             use_typical_p=any(c.typical_p < 1.0 for c in cfgs), use_min_p=any(c.min_p > 0 for c in cfgs),
             any_greedy=any(greedy), any_sample=not all(greedy),
@@ -229,7 +231,8 @@ def apply_processors(logits: Tensor, h: History) -> Tensor:
 def warp(logits: Tensor, P: RowParams) -> Tensor:
     """Temperature, top-k, top-p (Holtzman et al. 2020), typical-p (Meister et al. 2022), min-p, with
     the rows' options `P` (History.params)."""
-    logits = logits / P.temperature
+    if P.use_temperature:
+        logits = logits / P.temperature
     if P.use_top_k:
         k = torch.where(P.top_k > 0, P.top_k, logits.shape[-1]).clamp(max=logits.shape[-1])
         top = torch.topk(logits, min(P.top_k_max, logits.shape[-1]), dim=-1).values

@@ -150,9 +150,10 @@ class LanguageModel(nn.Module):
             return self.decoder(z), state, (y, dropped)
         return self.decoder(z), state
 
-    def step(self, ids: Tensor, state: State) -> Tuple[Tensor, State]:
-        """One decoding step: ids (B,) and the state -> logits (B, V) and the new state (eval mode)."""
-        y, state = self.lstm.step(self.embedding(ids), state)
+    def step(self, ids: Tensor, state: State, out: Optional[State] = None) -> Tuple[Tensor, State]:
+        """One decoding step: ids (B,) and the state -> logits (B, V) and the new state (eval mode),
+        written into `out` (h, c) when given."""
+        y, state = self.lstm.step(self.embedding(ids), state, out)
         if self.proj is not None:
             y = self.proj(y)
         return self.decoder(y), state

@@ -222,8 +222,10 @@ class LSTM(nn.LSTM):
                 h = 2 * torch.sigmoid(lin(x)) * h
         return x, h
 
-    def step(self, x: Tensor, state: State) -> Tuple[Tensor, State]:
+    def step(self, x: Tensor, state: State, out: Optional[State] = None) -> Tuple[Tensor, State]:
         """One time step through every layer, for decoding: x (B, input_size) -> h of the top layer (B, H).
+
+        `out`: (h, c) tensors to write the new state into (a CUDA graph's buffers) instead of new ones.
 
         torch.nn.LSTM's sequence kernel pays a fixed set-up cost per call that dominates a one-step call
         on CPU (a per-token nn.LSTM loop reached 0.13 of the weight-streaming bound here); the LSTMCell
@@ -250,6 +252,8 @@ class LSTM(nn.LSTM):
             hs.append(h_l)
             cs.append(c_l)
             x = h_l
+        if out is not None:
+            return x, (torch.stack(hs, out=out[0]), torch.stack(cs, out=out[1]))
         return x, (torch.stack(hs), torch.stack(cs))
 
     # -- the equations -----------------------------------------------------------------------------
