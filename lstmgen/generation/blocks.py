@@ -17,6 +17,7 @@ step-by-step path (`SamplingDecoder.advance` decides).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import fields, replace
 from typing import Dict, Optional
 
@@ -142,7 +143,14 @@ class BlockCache:
         key = (batch, steps, layout(params))
         block = self.blocks.pop(key, None)
         if block is None:
-            block = Block(model, params, batch, steps, self.graph)
+            try:
+                block = Block(model, params, batch, steps, self.graph)
+            except RuntimeError as e:  # an operation this torch cannot capture: run the same steps eagerly
+                if not self.graph:
+                    raise
+                warnings.warn(f"decoding without CUDA graphs: capturing a block failed ({e})", RuntimeWarning)
+                self.graph = False
+                block = Block(model, params, batch, steps, False)
         else:
             block.load(params)
         self.blocks[key] = block  # most recently used last
