@@ -18,6 +18,7 @@ from . import __version__
 from .atomic import atomic_path, atomic_write_bytes
 from .errors import ModelFolderError, UserInputError
 from .generation import (
+    BlockCache,
     DecoderState,
     GeneratedText,
     GenerationConfig,
@@ -98,8 +99,15 @@ class TextGenerator:
         self.model, self.tokenizer = model, tokenizer
         self.generation_config = generation_config or GenerationConfig()
         self.info = info or {}
+        self._blocks: Dict[str, BlockCache] = {}  # per device type: graphs captured once, not per call
 
     # -- generation --------------------------------------------------------------------------------
+    def _decoder(self) -> SamplingDecoder:
+        """A decoder for one generate()/stream() call, sharing this pipeline's captured blocks."""
+        device = next(self.model.parameters()).device.type
+        cache = self._blocks.setdefault(device, BlockCache(graph=device == "cuda"))
+        return SamplingDecoder(self.model, blocks=cache)
+
     def _prompt_ids(self, prompt: str, state: Optional[DecoderState] = None) -> List[int]:
         ids = self.tokenizer.encode(prompt)
         if ids or (state is not None and state.pending):
@@ -157,7 +165,7 @@ class TextGenerator:
         if cfg.num_beams > 1 or cfg.num_return_sequences > 1:
             raise UserInputError("stream() makes one sequence by sampling or greedy search; use generate() "
                                  "for num_beams > 1 or num_return_sequences > 1")
-        job = self.new_job(SamplingDecoder(self.model), [prompt], options, [state])
+        job = self.new_job(self._decoder(), [prompt], options, [state])
         for _, piece in job.run():
             yield piece
 
@@ -184,7 +192,7 @@ class TextGenerator:
             results = [r for p in prompts for r in self._beam(p, cfg, bans, state)]
         else:
             rows = [p for p in prompts for _ in range(n)]
-            job = self.new_job(SamplingDecoder(self.model), rows, options, [state] * len(rows))
+            job = self.new_job(self._decoder(), rows, options, [state] * len(rows))
             for _ in job.run():
                 pass
             results = job.results()

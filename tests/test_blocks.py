@@ -18,8 +18,8 @@ def gen(tiny_model_dir):
     return lstmgen.load(tiny_model_dir)
 
 
-def run(gen, prompts, block_steps, **opts):
-    dec = SamplingDecoder(gen.model, block_steps=block_steps, graphs=False)
+def run(gen, prompts, block_steps, pipeline=4, **opts):
+    dec = SamplingDecoder(gen.model, block_steps=block_steps, graphs=False, pipeline=pipeline)
     job = gen.new_job(dec, prompts, opts)
     pieces = [""] * len(prompts)
     for slot, piece in job.run():
@@ -57,11 +57,12 @@ def test_blocks_give_the_step_by_step_tokens_ends_and_states(gen, opts):
     assert block_pieces == [str(r)[len(p):] for r, p in zip(block, prompts)] == step_pieces
 
 
-def test_rows_that_end_inside_a_block_keep_the_state_they_ended_at(gen):
+@pytest.mark.parametrize("pipeline", [1, 4])
+def test_rows_that_end_inside_a_block_keep_the_state_they_ended_at(gen, pipeline):
     eos = gen.tokenizer.encode(" ")[0]  # frequent: rows end at different steps inside blocks
     step, _ = run(gen, ["KING:", "Second", "O"], 0, max_new_tokens=50, eos_token_id=eos, temperature=1.0, seed=9)
-    block, _ = run(gen, ["KING:", "Second", "O"], 16, max_new_tokens=50, eos_token_id=eos, temperature=1.0,
-                   seed=9)
+    block, _ = run(gen, ["KING:", "Second", "O"], 4, pipeline, max_new_tokens=50, eos_token_id=eos,
+                   temperature=1.0, seed=9)
     assert {r.finish_reason for r in block} == {"eos"}
     assert len({len(r.token_ids) for r in block}) > 1
     assert_same(step, block)
@@ -107,8 +108,9 @@ def test_a_decoder_reuses_its_blocks_for_later_batches_with_their_own_options(ge
         job = gen.new_job(dec, ["KING:", "O"], dict(max_new_tokens=24, **opts))
         list(job.run())
         assert job.results() == gen.generate(["KING:", "O"], max_new_tokens=24, **opts)
-    # one step after the prefill, then blocks of 8, 8, 4, 2 and a step: three blocks, made once
-    assert len(dec._blocks.blocks) == 3
+    # one step after the prefill, then two blocks of 8 back to back (two buffers), blocks of 4, 2 and 1:
+    # five blocks, made once
+    assert len(dec._blocks.blocks) == 5
 
 
 def test_a_bfloat16_model_decodes_in_blocks_as_step_by_step(tiny_model_dir):

@@ -59,9 +59,10 @@ def layout(P: RowParams) -> tuple:
 class Block:
     """K decoding steps of a batch of B rows over static buffers, captured as one CUDA graph on a GPU.
 
-    Fill `tok` (the tokens chosen but not yet fed), `h`, `c` and `uniforms` (K, B), call `run()`, then read
-    `tokens` (K, B) and the state after each step in `hs`, `cs` (K, L, B, H): tokens[j] was chosen from
-    the logits of state (hs[j], cs[j]).
+    `start()` with the tokens chosen but not yet fed, the state and the uniforms (K, B); `result()` gives
+    the tokens (K, B) once they are on the host, and `hs`, `cs` (K, L, B, H) hold the state after each
+    step: tokens[j] was chosen from the logits of state (hs[j], cs[j]). `start()` returns at once on a GPU,
+    so the host can work while the block runs.
 
     The rows' options live in the block's own copy of RowParams (the graph reads those tensors);
     `load()` copies another batch's options of the same layout into it.
@@ -87,8 +88,11 @@ class Block:
         self.hs = torch.zeros(steps, L, batch, H, device=dev, dtype=w.dtype)
         self.cs = torch.zeros(steps, L, batch, H, device=dev, dtype=w.dtype)
         self.graph: Optional[torch.cuda.CUDAGraph] = None
+        self.host, self.copied = self.tokens, None  # where result() reads; an event on a GPU
         if graph:
             self.graph = self._capture()
+            self.host = torch.empty(steps, batch, dtype=torch.long, pin_memory=True)
+            self.copied = torch.cuda.Event()
 
     def _steps(self, n: int) -> None:
         """n steps from the static inputs into the static outputs."""
@@ -115,11 +119,30 @@ class Block:
         for k, v in _tensors(params).items():
             getattr(self.params, k).copy_(v)
 
+    def start(self, tok: Tensor, h: Tensor, c: Tensor, uniforms: Tensor) -> None:
+        """Run the K steps from these inputs (copied into the block's buffers; views of another block's
+        outputs are fine) and start copying the tokens to the host."""
+        self.tok.copy_(tok)
+        self.h.copy_(h)
+        self.c.copy_(c)
+        self.uniforms.copy_(uniforms)
+        self.run()
+        if self.copied is not None:
+            self.host.copy_(self.tokens, non_blocking=True)
+            self.copied.record()
+
     def run(self) -> None:
+        """The K steps over the buffers as they are."""
         if self.graph is not None:
             self.graph.replay()
         else:
             self._steps(self.steps)
+
+    def result(self) -> Tensor:
+        """The tokens (K, B) on the host, waiting for this block only (not for work queued after it)."""
+        if self.copied is not None:
+            self.copied.synchronize()
+        return self.host
 
 
 def _tensors(params: RowParams) -> Dict[str, Tensor]:
@@ -127,8 +150,12 @@ def _tensors(params: RowParams) -> Dict[str, Tensor]:
 
 
 class BlockCache:
-    """The blocks a decoder has built, by batch size, steps and options layout, so that a decoder that
-    runs batch after batch (a benchmark, a server) captures each graph once.
+    """Blocks by model weights, batch size, steps, options layout and slot (two per shape, so that one runs
+    while the host reads the other), so that each graph is captured once for as long as the cache lives:
+    a pipeline keeps one across its generate() calls.
+
+    The key holds the weights' addresses: a graph reads them where they were at capture, so a model moved
+    or cast since gets new blocks.
 
     Args:
         graph: whether blocks capture CUDA graphs.
@@ -139,8 +166,9 @@ class BlockCache:
         self.graph, self.size = graph, size
         self.blocks: Dict[tuple, Block] = {}
 
-    def get(self, model, params: RowParams, batch: int, steps: int) -> Block:
-        key = (batch, steps, layout(params))
+    def get(self, model, params: RowParams, batch: int, steps: int, slot: int = 0) -> Block:
+        weights = tuple((p.data_ptr(), p.dtype) for p in model.parameters())
+        key = (id(model), weights, batch, steps, layout(params), slot)
         block = self.blocks.pop(key, None)
         if block is None:
             try:

@@ -102,12 +102,6 @@ class Row:
     deadline: Optional[float] = None
     active: bool = True
     feed: List[int] = field(default_factory=list)  # prompt tokens still to go through the LSTM
-    draws: int = 0  # random numbers used so far
-
-    @property
-    def samples(self) -> bool:
-        """Whether the row draws a random number at the next step."""
-        return self.active and not self.cfg.greedy and not self.feed
 
 
 class SamplingDecoder:
@@ -132,23 +126,31 @@ class SamplingDecoder:
         block_steps: the most steps `advance()` runs as one block (0 or 1: one step at a time); by default
             32 on a GPU, 0 on a CPU, where a step's own work already dwarfs its overhead.
         graphs: capture blocks as CUDA graphs (default: on a GPU); False runs them eagerly.
+        blocks: a BlockCache to take captured blocks from and keep new ones in (default: the decoder's own).
+        pipeline: the most blocks one `advance()` call runs back to back, each queued before the host
+            reads the one before it.
     """
 
     def __init__(self, model: LanguageModel, inline_prefill: int = 0, block_steps: Optional[int] = None,
-                 graphs: Optional[bool] = None) -> None:
+                 graphs: Optional[bool] = None, blocks: Optional[BlockCache] = None, pipeline: int = 4) -> None:
         model.eval()
         self.model, self.inline_prefill = model, inline_prefill
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype  # a bfloat16 model keeps its state in bfloat16 too
         cuda = self.device.type == "cuda"
         self.block_steps = (32 if cuda else 0) if block_steps is None else block_steps
-        self._blocks = BlockCache(cuda if graphs is None else graphs)
+        self._blocks = blocks if blocks is not None else BlockCache(cuda if graphs is None else graphs)
+        self.pipeline = max(1, pipeline)
         self.rows: List[Row] = []
         self.history: Optional[History] = None  # made at the first add, when the vocabulary size is known
         self.logits: Optional[Tensor] = None  # (B, V) next-token logits of every row
         self.state: Optional[LSTMState] = None
         self.pending = torch.zeros(0, dtype=torch.long, device=self.device)  # chosen, not yet fed
         self.has_pending: List[bool] = []
+        # per row, as arrays for vectorised draws (uniforms.py): its key, the numbers drawn, whether it samples
+        self.keys = np.zeros(0, dtype=np.uint64)
+        self.draws = np.zeros(0, dtype=np.uint64)
+        self.sampling = np.zeros(0, dtype=bool)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -211,6 +213,9 @@ class SamplingDecoder:
                    feed=feeds[i][1:] if inline[i] else [])
                for i in range(n)]
         self.rows += new
+        self.keys = np.concatenate([self.keys, np.array(keys, dtype=np.uint64)])
+        self.draws = np.concatenate([self.draws, np.zeros(n, dtype=np.uint64)])
+        self.sampling = np.concatenate([self.sampling, np.full(n, not cfg.greedy)])
         if cfg.max_new_tokens == 0:
             for row in new:
                 self.finish(row, "length", fed=True)
@@ -252,6 +257,7 @@ class SamplingDecoder:
         self.has_pending = [self.has_pending[i] for i in keep]
         self.logits, self.pending = self.logits[idx], self.pending[idx]
         self.state = (self.state[0][:, idx], self.state[1][:, idx])
+        self.keys, self.draws, self.sampling = self.keys[keep], self.draws[keep], self.sampling[keep]
         self.history.keep(keep)
 
     def _feed(self) -> None:
@@ -269,15 +275,15 @@ class SamplingDecoder:
             self.logits = self.logits.index_copy(0, idx, out.float())
 
     def _uniforms(self, steps: int = 1) -> Tensor:
-        """(steps, B) uniforms, each row's next ones from its own key (rows that do not sample draw none
-        and get zeros)."""
-        draws = [r.samples for r in self.rows]
-        keys = np.array([r.key for r in self.rows], dtype=np.uint64)
-        counts = np.array([r.draws for r in self.rows], dtype=np.uint64)
+        """(steps, B) uniforms, each row's next ones from its own key (greedy rows, finished rows and rows
+        still reading their prompt draw none and get zeros)."""
+        draws = self.sampling.copy()
+        for b, r in enumerate(self.rows):
+            if r.feed or not r.active:
+                draws[b] = False
         # float32, as sampling uses them: rounded here once, not by a kernel at every step
-        u = (uniforms(keys, counts, steps) * np.array(draws, dtype=np.float64)).astype(np.float32)
-        for r, d in zip(self.rows, draws):
-            r.draws += steps * d
+        u = (uniforms(self.keys, self.draws, steps) * draws).astype(np.float32)
+        self.draws += np.uint64(steps) * draws.astype(np.uint64)
         return torch.from_numpy(u).to(self.device, non_blocking=True)
 
     @torch.inference_mode()
@@ -320,6 +326,7 @@ class SamplingDecoder:
         self.has_pending = [True] * len(self.rows)
         now = time.monotonic()
         chosen: List[Tuple[Row, Optional[int]]] = []
+        ends: List[Tuple[int, str]] = []
         for b, (row, tok) in enumerate(zip(self.rows, new.tolist())):
             if not row.active or warming[b]:
                 continue
@@ -336,9 +343,11 @@ class SamplingDecoder:
                     o.top_logprobs = (o.top_logprobs or []) + [dict(zip(top[1][b][:k], top[0][b][:k]))]
             chosen.append((row, tok))
             if tok == row.cfg.eos_token_id and len(o.token_ids) > row.cfg.min_new_tokens:
-                self.finish(row, "eos")
+                ends.append((b, "eos"))
             elif len(o.token_ids) >= row.cfg.max_new_tokens or (row.deadline is not None and now > row.deadline):
-                self.finish(row, "length")
+                ends.append((b, "length"))
+        if ends:
+            self._finish_many(ends, *self.state)
         return chosen
 
     @torch.inference_mode()
@@ -355,42 +364,65 @@ class SamplingDecoder:
         Returns:
             (row, its new tokens) for every row that was active.
         """
-        steps = self._block_plan(limit)
-        if steps < 2:
+        steps, count = self._block_plan(limit)
+        if not steps:
             return [(row, [] if tok is None else [tok]) for row, tok in self.step()]
-        block = self._blocks.get(self.model, self.history.params, len(self.rows), steps)
-        block.tok.copy_(self.pending)
-        block.h.copy_(self.state[0])
-        block.c.copy_(self.state[1])
-        block.uniforms.copy_(self._uniforms(steps))
-        block.run()
-        tokens = block.tokens.cpu().numpy().T.tolist()  # the one read of the block: (B, K) lists
-        self.pending = block.tokens[-1].clone()
-        self.state = (block.hs[-1].clone(), block.cs[-1].clone())
+        B = len(self.rows)
+        pair = [self._blocks.get(self.model, self.history.params, B, steps, slot) for slot in range(min(count, 2))]
+        u = self._uniforms(steps * count)
+        live = [b for b, r in enumerate(self.rows) if r.active]
+        got: Dict[int, List[int]] = {b: [] for b in live}  # each live row's new tokens
+        last = None
+        for i in range(count):
+            # Block i is queued before the host reads block i - 1, so the host's bookkeeping runs while the
+            # GPU works; the two alternate buffers, and block i + 1 is queued only after block i - 1 is read.
+            block = pair[i % 2]
+            src = (self.pending, *self.state) if last is None else (last.tokens[-1], last.hs[-1], last.cs[-1])
+            block.start(*src, u[i * steps:(i + 1) * steps])
+            if last is not None:
+                live = self._collect(last, live, got)
+            last = block
+            if not live:
+                break
+        else:
+            self._collect(last, live, got)
+        self.pending = last.tokens[-1].clone()
+        self.state = (last.hs[-1].clone(), last.cs[-1].clone())
+        return [(self.rows[b], new) for b, new in got.items()]
+
+    def _collect(self, block, live: List[int], got: Dict[int, List[int]]) -> List[int]:
+        """Give the rows `live` their tokens from a finished block (also into `got`), end those that end in
+        it (at the state of the step they end at); return the rows still live."""
+        K = block.steps
+        tokens = block.result().numpy().T.tolist()  # (B, K) lists
         now = time.monotonic()
-        chosen: List[Tuple[Row, List[int]]] = []
+        still: List[int] = []
         ends: Dict[int, List[Tuple[int, str]]] = {}  # step -> rows that end there
-        for b, row in enumerate(self.rows):
-            if not row.active:
+        history = self.history.tokens
+        for b in live:
+            row = self.rows[b]
+            o, cfg, new = row.out, row.cfg, tokens[b]
+            room = cfg.max_new_tokens - len(o.token_ids)
+            eos = cfg.eos_token_id
+            if room > K and (eos is None or eos not in new) and not (row.deadline and now > row.deadline):
+                o.token_ids += new  # the common case: the row goes on
+                history[b] += new
+                got[b] += new
+                still.append(b)
                 continue
-            o, eos = row.out, row.cfg.eos_token_id
-            new = tokens[b][:row.cfg.max_new_tokens - len(o.token_ids)]
-            reason = None
+            new, reason = new[:room], "length"
             if eos is not None and eos in new:
                 new, reason = new[:new.index(eos) + 1], "eos"
-            elif len(o.token_ids) + len(new) >= row.cfg.max_new_tokens or (row.deadline and now > row.deadline):
-                reason = "length"
             o.token_ids += new
-            self.history.tokens[b] += new
-            chosen.append((row, new))
-            if reason:
-                ends.setdefault(len(new) - 1, []).append((b, reason))
+            history[b] += new
+            got[b] += new
+            ends.setdefault(len(new) - 1, []).append((b, reason))
         for j, rows in ends.items():
             self._finish_many(rows, block.hs[j], block.cs[j])
-        return chosen
+        return still
 
-    def _block_plan(self, limit: int) -> int:
-        """How many steps the next block may run (below 2: take one step() instead).
+    def _block_plan(self, limit: int) -> Tuple[int, int]:
+        """The steps of the next blocks and how many of them to run (0 steps: one step() instead).
 
         A block needs rows whose every choice can be made on the device: no penalties, n-gram or
         multi-token bans, min_new_tokens or logprobs (blocks.py), no prompt still being read. Finished
@@ -398,18 +430,21 @@ class SamplingDecoder:
         one of its rows ends.
         """
         if self.block_steps < 2 or not self.rows or not all(self.has_pending) or any(r.feed for r in self.rows):
-            return 0
+            return 0, 0
         h = self.history
         if h.seen is not None or any(len(seq) > 1 for bans in h.bans for seq in bans) or \
                 any(c.no_repeat_ngram_size or c.min_new_tokens or c.logprobs for c in h.cfgs):
-            return 0
+            return 0, 0
         active = [r for r in self.rows if r.active]
         if 2 * len(active) <= len(self.rows):
             self._compact()
         if not active:
-            return 0
+            return 0, 0
         need = max(r.cfg.max_new_tokens - len(r.out.token_ids) for r in active)
-        return block_size(min(need, limit or self.block_steps), self.block_steps)
+        if limit:
+            need = min(need, limit)
+        steps = block_size(need, self.block_steps)
+        return steps, max(1, min(self.pipeline, need // steps))
 
     @property
     def done(self) -> bool:
