@@ -162,6 +162,13 @@ def replay_only(dec: SamplingDecoder, batch: int, repeats: int, device) -> None:
     per_block = best_time(lambda: [block.run() for _ in range(20)], repeats, device) / 20
     print(f"  batch {batch}: a {block.steps}-step block's graph replay alone: {batch * block.steps / per_block:,.0f} "
           f"tok/s ({per_block / block.steps * 1e6:.1f} us a step)", flush=True)
+    if batch == 1:  # the memory bound proper: a step must read every weight once
+        big = torch.empty(2**28, device=device)  # 1 GiB, far past the L2
+        copy_s = best_time(lambda: big.clone(), repeats, device)
+        bytes_per_s = 2 * big.numel() * big.element_size() / copy_s  # read + write
+        step_bytes = sum(w.numel() * w.element_size() for w in weights(dec.model))
+        print(f"  weight-streaming bound: {step_bytes / 1e6:.1f} MB a step at the {bytes_per_s / 1e12:.2f} TB/s "
+              f"a copy moves = {bytes_per_s / step_bytes:,.0f} tok/s", flush=True)
 
 
 if __name__ == "__main__":
