@@ -59,5 +59,6 @@ if [ "$minutes" != 0 ]; then
     cp /tmp/quality/quality.png /tmp/quality/training_log.jsonl "$OUT"/ 2>/dev/null
 fi
 step train-bf16 70 python3 benchmarks/train.py --full --steps 15 --repeats 2 --amp
-# the character config measured 0.91 of the raw loop on an H200 (the others 0.99): more steps, more repeats
-step train-char 60 python3 benchmarks/train.py --full --only "char 3x512" --steps 60 --repeats 3
+# the character config measured 0.91 of the raw loop on an H200 (the others 0.99): more steps, more repeats,
+# and where each loop spends its time
+step train-char 80 python3 benchmarks/train.py --full --only "char 3x512" --steps 60 --repeats 3 --profile

@@ -87,6 +87,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", nargs="*", help="config names to run")
     ap.add_argument("--amp", action="store_true", help="bf16 autocast in both loops (CUDA)")
+    ap.add_argument("--profile", action="store_true",
+                    help="also print torch.profiler's top operations of each loop (where lstmgen's time goes)")
     args = ap.parse_args()
     device = pick_device("auto")
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -110,6 +112,25 @@ def main() -> None:
             best_ours = max(best_ours, ours(m, ids_np, B, T, args.steps, device, args.amp))
         print(f"| {cname} | {B} x {T} | {best_raw:,.0f} | {best_ours:,.0f} | {best_ours / best_raw:.3f} |",
               flush=True)
+        if args.profile:
+            profile(V, L, H, B, T, ids, ids_np, args.steps, device, args.amp)
+
+
+def profile(V: int, L: int, H: int, B: int, T: int, ids, ids_np, steps: int, device, amp: bool) -> None:
+    """Both loops under torch.profiler: the operations that take the most time, host and device."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as run_profiled
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    for name, fn, data in (("raw loop", raw_loop, ids), ("lstmgen", ours, ids_np)):
+        torch.manual_seed(0)
+        m = LanguageModel(LMConfig(vocab_size=V, hidden_size=H, num_layers=L, dropout=0.0))
+        if fn is raw_loop:
+            m = m.to(device)
+        with run_profiled(activities=acts) as prof:
+            fn(m, data, B, T, steps, device, amp)
+        print(f"\n{name}:\n" + prof.key_averages().table(sort_by=key, row_limit=12, max_name_column_width=60))
 
 
 if __name__ == "__main__":
