@@ -54,6 +54,38 @@ def test_two_processes_train_the_same_model(tmp_path):
     assert log[-1]["loss"] < 0.5 * log[0]["loss"] and "valid_loss" in log[-1]
 
 
+BUDGET_SCRIPT = textwrap.dedent('''
+    import sys, time, torch
+    from lstmgen.data import TokenArray
+    from lstmgen.models import LanguageModel, LMConfig
+    from lstmgen.training import TrainConfig, Trainer
+
+    out = sys.argv[1]
+    ids = torch.arange(12).repeat(700).numpy()
+    tokens = TokenArray(ids, len(ids))
+    torch.manual_seed(0)
+    model = LanguageModel(LMConfig(vocab_size=12, hidden_size=16, num_layers=1, dropout=0.0))
+    cfg = TrainConfig(batch_size=4, bptt=10, lr=1e-2, max_minutes=0.05, eval_every=10**6, log_every=10**6,
+                      warmup_steps=0)
+    t = Trainer(model, tokens, None, cfg, out)
+    if t.dist.rank == 1:  # one slow rank: its clock runs ahead of the other's
+        model.register_forward_hook(lambda *a: time.sleep(0.004 + 0.004 * (t.step % 3 == 0)))
+    t0 = time.perf_counter()
+    t.fit()
+    print(f"rank {t.dist.rank} steps {t.step} wall {time.perf_counter() - t0:.2f}", flush=True)
+''')
+
+
+def test_a_time_budget_ends_every_rank_at_the_same_step(tmp_path):
+    (tmp_path / "budget.py").write_text(BUDGET_SCRIPT)
+    r = _run(TORCHRUN + [str(tmp_path / "budget.py"), str(tmp_path / "run")], tmp_path)
+    lines = sorted(line.split() for line in r.stdout.splitlines() if line.startswith("rank "))
+    assert [x[1] for x in lines] == ["0", "1"], r.stdout
+    steps = {x[3] for x in lines}
+    assert len(steps) == 1, lines  # a rank that stopped alone would leave the other hanging
+    assert all(3.0 <= float(x[5]) < 12 for x in lines)  # the 3-second budget, not much more
+
+
 @pytest.mark.parametrize("nothing", [None])
 def test_cli_under_torchrun_and_resume_with_another_world_size(tmp_path, corpus_file, nothing):
     out = tmp_path / "lm"

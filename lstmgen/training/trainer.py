@@ -40,6 +40,7 @@ from .tasks import LMTask
 
 CHECKPOINT = "checkpoint.safetensors"
 LOG = "training_log.jsonl"
+CLOCK_EVERY = 8  # steps between the ranks agreeing on the time used, under a time budget
 
 
 def _zero_unless(ok: torch.Tensor, state):
@@ -220,9 +221,13 @@ class Trainer:
                 if self.window == len(self.task):  # epoch end: streams restart at their beginnings
                     self.window, self.epoch = 0, self.epoch + 1
                     self.state = self.task.initial_state(self.model, self.device)
-                self.elapsed = time.perf_counter() - t0
-                if self.dist.active and c.max_minutes:  # every rank must agree on when the budget ends
-                    self.elapsed = max_of(self.dist, self.elapsed, self.device)
+                if not (self.dist.active and c.max_minutes):
+                    self.elapsed = time.perf_counter() - t0
+                elif self.step % CLOCK_EVERY == 0:
+                    # Every rank must agree on when the budget ends, so the clock is the slowest rank's. The
+                    # agreement waits for every rank's host: once every few steps, not every step, so the host
+                    # may run ahead of the GPU; the budget ends at most CLOCK_EVERY steps late.
+                    self.elapsed = max_of(self.dist, time.perf_counter() - t0, self.device)
                 bar.update(1)
                 due = self.step % c.eval_every == 0 or self.progress() >= 1.0  # evaluate and checkpoint
                 if (self.step % c.log_every == 0 or due) and self.deferred and self._report_skipped():
