@@ -1,15 +1,10 @@
 """Decoding: options, logits processors, the engine (sampling, greedy, beam search) and text assembly."""
+from .beam import beam_search
 from .blocks import BlockCache
 from .config import GenerationConfig
-from .engine import (
-           DecoderState,
-           Row,
-           SamplingDecoder,
-           SequenceOutput,
-           beam_search,
-           prefill,
-)
+from .engine import Row, SamplingDecoder
 from .jobs import TextJob
+from .prefill import DecoderState, SequenceOutput, prefill
 from .processors import History, apply_processors, warp
 from .text import GeneratedText, TextAssembler
 

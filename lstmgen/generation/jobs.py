@@ -10,7 +10,8 @@ from typing import List, Optional, Sequence, Tuple
 
 from ..tokenizers import Tokenizer
 from .config import GenerationConfig
-from .engine import DecoderState, Row, SamplingDecoder
+from .engine import Row, SamplingDecoder
+from .prefill import DecoderState
 from .text import GeneratedText, TextAssembler
 
 

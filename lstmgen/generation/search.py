@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .config import GenerationConfig
-from .engine import SequenceOutput
+from .prefill import SequenceOutput
 from .processors import History, apply_processors, sample, warp
 
 S = TypeVar("S")

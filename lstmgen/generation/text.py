@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 from ..tokenizers import Tokenizer
-from .engine import DecoderState
+from .prefill import DecoderState
 
 
 class GeneratedText(str):
