@@ -1,14 +1,14 @@
 """Several decoding steps as one unit of work: one CUDA graph replay and one read of the tokens.
 
-At batch 1 a decoding step is about twenty tiny kernels; launched one by one from Python, with the chosen
+At batch 1 a decoding step is about 25 tiny kernels; launched one by one from Python, with the chosen
 token read back to the host after each step, the launches and the read cost far more than the GPU's work
 (an eager per-token loop made about 1,300 tokens/s on an H200). A block runs K steps without the host:
 the step (embedding, the LSTM layers, the output layer, the row's processors and warpers, inverse-CDF
 sampling) is captured K times in a CUDA graph (torch.cuda.CUDAGraph) whose inputs are static buffers, the
-K uniforms per row are drawn on the host beforehand from each row's own generator (so a row's text still
-does not depend on its batch, and equals the step-by-step decoder's), and the K tokens come back in one
-copy. A row that ends inside a block (eos, max_new_tokens) keeps the state of the step it ended at: every
-step's state is kept in the block's buffers.
+K uniforms per row are drawn on the host beforehand from each row's own counter-based generator
+(uniforms.py; so a row's text still does not depend on its batch, and equals the step-by-step decoder's),
+and the K tokens come back in one copy. A row that ends inside a block (eos, max_new_tokens) keeps the
+state of the step it ended at: every step's state is kept in the block's buffers.
 
 Only what needs no host decision between steps runs in a block: temperature, top-k, top-p, typical-p,
 min-p, greedy rows, logit_bias and single-token bans. Penalties, n-gram and multi-token bans,

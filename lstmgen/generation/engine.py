@@ -25,13 +25,13 @@ from .uniforms import uniforms
 
 __all__ = ["DecoderState", "LSTMState", "Row", "SamplingDecoder", "SequenceOutput", "prefill"]
 
+
 @dataclass(eq=False)
 class Row:
     """One sequence being decoded. `owner` is whoever added it (a TextJob); `slot` its index there."""
 
     out: SequenceOutput
     cfg: GenerationConfig
-    key: int  # the row's own random source (uniforms.py): its text does not depend on what else is decoded
     owner: object = None
     slot: int = 0
     deadline: Optional[float] = None
@@ -102,9 +102,9 @@ class SamplingDecoder:
             states: per-row DecoderState to continue from.
             owner: stored on each Row.
         """
-        # Each row gets its own random stream: from cfg.seed (row i takes the i-th seed drawn from it), so
-        # a seeded request gives the same texts whatever shares the batch and whenever its rows start
-        # sampling; without a seed, from the operating system's entropy.
+        # Each row gets its own random stream (a key for uniforms.py): from cfg.seed (row i takes the i-th
+        # key drawn from it), so a seeded request gives the same texts whatever shares the batch and
+        # whenever its rows start sampling; without a seed, from the operating system's entropy.
         seeder = random.Random(cfg.seed) if cfg.seed is not None else random.SystemRandom()
         keys = [seeder.getrandbits(64) for _ in prompts]
         states = list(states) if states else [None] * len(prompts)
@@ -144,7 +144,7 @@ class SamplingDecoder:
         self.has_pending += inline
         self.history.add(prompts, cfg, bans, cfg.eos_token_id)
         deadline = time.monotonic() + cfg.max_time if cfg.max_time else None
-        new = [Row(SequenceOutput([], "length", [] if cfg.logprobs else None), cfg, keys[i], owner, i, deadline,
+        new = [Row(SequenceOutput([], "length", [] if cfg.logprobs else None), cfg, owner, i, deadline,
                    feed=feeds[i][1:] if inline[i] else [])
                for i in range(n)]
         self.rows += new
