@@ -7,7 +7,8 @@ A 3-layer, 512-unit character LM with random weights (the speed does not depend 
   work a step must do.
 - GPU: the same bounds; lstmgen runs blocks of steps as CUDA graphs (SamplingDecoder.advance), and
   "step by step" is the same decoder with blocks off. "first call" is the first run of lstmgen at that
-  batch, graph capture included.
+  batch: its blocks run eagerly (a shape is captured at its second use, so the best of the repeats is a
+  pure replay).
 - batch 64: tokens/s against the compute bound: the same gate products done as plain batched matrix
   multiplies of 64 rows.
 

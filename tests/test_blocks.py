@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import lstmgen
-from lstmgen.generation import SamplingDecoder
+from lstmgen.generation import GenerationConfig, SamplingDecoder
 from lstmgen.generation.blocks import block_size
 from lstmgen.generation.uniforms import uniforms
 
@@ -120,3 +120,31 @@ def test_a_bfloat16_model_decodes_in_blocks_as_step_by_step(tiny_model_dir):
     block, _ = run(gen, ["KING:", "O"], 8, max_new_tokens=30, temperature=0.9, seed=2)
     assert [r.token_ids for r in step] == [r.token_ids for r in block]
     assert block[0].state.h.dtype == torch.bfloat16
+
+
+def test_a_shape_is_captured_at_its_second_use_and_kept(gen, monkeypatch):
+    from lstmgen.generation import blocks
+
+    made = []
+
+    class FakeBlock:  # records whether the cache asked for a graph; CUDA graphs need a GPU
+        def __init__(self, model, params, batch, steps, graph):
+            self.graph = object() if graph else None
+            made.append((batch, steps, graph))
+
+        def load(self, params):
+            pass
+
+    monkeypatch.setattr(blocks, "Block", FakeBlock)
+    cache = blocks.BlockCache(graph=True)
+    dec = SamplingDecoder(gen.model, block_steps=8, blocks=cache)
+    dec.add([[1, 2]], GenerationConfig(max_new_tokens=5))
+    P = dec.history.params
+    first, second, third = (cache.get(gen.model, P, 1, 8) for _ in range(3))
+    assert first.graph is None and second.graph is not None and third is second
+    assert made == [(1, 8, False), (1, 8, True)]
+    gen.model.to(torch.float64)  # moved weights: a new shape for the cache
+    try:
+        assert cache.get(gen.model, P, 1, 8).graph is None
+    finally:
+        gen.model.to(torch.float32)

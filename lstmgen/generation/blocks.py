@@ -154,8 +154,9 @@ class BlockCache:
     while the host reads the other), so that each graph is captured once for as long as the cache lives:
     a pipeline keeps one across its generate() calls.
 
-    The key holds the weights' addresses: a graph reads them where they were at capture, so a model moved
-    or cast since gets new blocks.
+    A shape's first block runs its steps eagerly and the second use captures the graph: capturing costs
+    tens of milliseconds a shape, more than a one-off short text gains from it. The key holds the weights'
+    addresses: a graph reads them where they were at capture, so a model moved or cast since gets new blocks.
 
     Args:
         graph: whether blocks capture CUDA graphs.
@@ -165,14 +166,18 @@ class BlockCache:
     def __init__(self, graph: bool, size: int = 16) -> None:
         self.graph, self.size = graph, size
         self.blocks: Dict[tuple, Block] = {}
+        self.uses: Dict[tuple, int] = {}
 
     def get(self, model, params: RowParams, batch: int, steps: int, slot: int = 0) -> Block:
         weights = tuple((p.data_ptr(), p.dtype) for p in model.parameters())
         key = (id(model), weights, batch, steps, layout(params), slot)
         block = self.blocks.pop(key, None)
+        self.uses[key] = uses = self.uses.get(key, 0) + 1
+        if block is not None and block.graph is None and self.graph and uses >= 2:
+            block = None  # used again: now worth capturing
         if block is None:
             try:
-                block = Block(model, params, batch, steps, self.graph)
+                block = Block(model, params, batch, steps, self.graph and uses >= 2)
             except RuntimeError as e:  # an operation this torch cannot capture: run the same steps eagerly
                 if not self.graph:
                     raise
@@ -183,7 +188,8 @@ class BlockCache:
             block.load(params)
         self.blocks[key] = block  # most recently used last
         while len(self.blocks) > self.size:
-            self.blocks.pop(next(iter(self.blocks)))
+            self.uses.pop(old := next(iter(self.blocks)), None)
+            self.blocks.pop(old)
         return block
 
 
