@@ -88,11 +88,12 @@ class Block:
         self.hs = torch.zeros(steps, L, batch, H, device=dev, dtype=w.dtype)
         self.cs = torch.zeros(steps, L, batch, H, device=dev, dtype=w.dtype)
         self.graph: Optional[torch.cuda.CUDAGraph] = None
-        self.host, self.copied = self.tokens, None  # where result() reads; an event on a GPU
-        if graph:
-            self.graph = self._capture()
+        self.host, self.copied = self.tokens, None  # where result() reads; on a GPU, pinned memory and an event
+        if dev.type == "cuda":
             self.host = torch.empty(steps, batch, dtype=torch.long, pin_memory=True)
             self.copied = torch.cuda.Event()
+        if graph:
+            self.graph = self._capture()
 
     def _steps(self, n: int) -> None:
         """n steps from the static inputs into the static outputs."""
