@@ -7,6 +7,8 @@ safetensors only: nothing is unpickled, so a folder from a stranger cannot run c
 from __future__ import annotations
 
 import json
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
@@ -100,13 +102,21 @@ class TextGenerator:
         self.generation_config = generation_config or GenerationConfig()
         self.info = info or {}
         self._blocks: Dict[str, BlockCache] = {}  # per device type: graphs captured once, not per call
+        self._blocks_lock = threading.Lock()
 
     # -- generation --------------------------------------------------------------------------------
-    def _decoder(self) -> SamplingDecoder:
-        """A decoder for one generate()/stream() call, sharing this pipeline's captured blocks."""
+    @contextmanager
+    def _decoder(self) -> Iterator[SamplingDecoder]:
+        """A decoder for one generate()/stream() call. It shares this pipeline's captured blocks unless
+        another call (from another thread) is using them: a block's buffers serve one batch at a time."""
         device = next(self.model.parameters()).device.type
-        cache = self._blocks.setdefault(device, BlockCache(graph=device == "cuda"))
-        return SamplingDecoder(self.model, blocks=cache)
+        shared = self._blocks_lock.acquire(blocking=False)
+        try:
+            cache = self._blocks.setdefault(device, BlockCache(graph=device == "cuda")) if shared else None
+            yield SamplingDecoder(self.model, blocks=cache)
+        finally:
+            if shared:
+                self._blocks_lock.release()
 
     def _prompt_ids(self, prompt: str, state: Optional[DecoderState] = None) -> List[int]:
         ids = self.tokenizer.encode(prompt)
@@ -165,9 +175,10 @@ class TextGenerator:
         if cfg.num_beams > 1 or cfg.num_return_sequences > 1:
             raise UserInputError("stream() makes one sequence by sampling or greedy search; use generate() "
                                  "for num_beams > 1 or num_return_sequences > 1")
-        job = self.new_job(self._decoder(), [prompt], options, [state])
-        for _, piece in job.run():
-            yield piece
+        with self._decoder() as decoder:
+            job = self.new_job(decoder, [prompt], options, [state])
+            for _, piece in job.run():
+                yield piece
 
     def generate(self, prompt: Union[str, List[str]] = "", *, state: Optional[DecoderState] = None,
                  **options) -> Union[GeneratedText, List[GeneratedText]]:
@@ -192,10 +203,11 @@ class TextGenerator:
             results = [r for p in prompts for r in self._beam(p, cfg, bans, state)]
         else:
             rows = [p for p in prompts for _ in range(n)]
-            job = self.new_job(self._decoder(), rows, options, [state] * len(rows))
-            for _ in job.run():
-                pass
-            results = job.results()
+            with self._decoder() as decoder:
+                job = self.new_job(decoder, rows, options, [state] * len(rows))
+                for _ in job.run():
+                    pass
+                results = job.results()
         return results[0] if isinstance(prompt, str) and n == 1 else results
 
     def _beam(self, prompt: str, cfg: GenerationConfig, bans, state) -> List[GeneratedText]:

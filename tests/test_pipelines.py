@@ -159,3 +159,16 @@ def test_bpe_stream_never_splits_a_character():
     gen = TextGenerator(ScriptedModel(script, tok.vocab_size), tok)
     pieces = list(gen.stream("x", max_new_tokens=len(script), temperature=0))
     assert "".join(pieces) == "a世界🎉b" and pieces == ["a", "世", "界", "🎉", "b"]
+
+
+def test_generate_from_two_threads_at_once_gives_each_its_own_text(tiny_model_dir):
+    from concurrent.futures import ThreadPoolExecutor
+
+    gen = lstmgen.load(tiny_model_dir)
+    opts = [dict(max_new_tokens=40, temperature=0.9, seed=s) for s in range(6)]
+    alone = [gen.generate("KING:", **o) for o in opts]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda o: gen.generate("KING:", **o), opts))
+    assert together == alone
+    assert gen._blocks_lock.acquire(blocking=False)  # every call gave the shared blocks back
+    gen._blocks_lock.release()
