@@ -18,6 +18,10 @@
 #
 # Everything goes to $OUT (the device tool brings it back): every step's log in logs.txt, each a table to paste
 # into benchmarks/RESULTS.md with the card's name from gpu.txt.
+#
+# Timings seen on an H200 (2026-11-27): machine start ~30 s; checks 15 s, generate 15 s each, train.py 25 s
+# each, quality 5 min + 20 s. Several quality runs can share the GPU in one call (`quality.py ... &` for each
+# config, then `wait`), as RESULTS.md's GPU table did; say so when reporting them.
 set -u
 OUT=${OUT:-runs/gpu-session}
 mkdir -p "$OUT"
