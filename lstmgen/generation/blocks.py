@@ -111,7 +111,8 @@ class Block:
             self._steps(1)
         torch.cuda.current_stream().wait_stream(side)
         g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
+        # thread_local: another thread's CUDA calls (a second generate(), a server) may go on meanwhile
+        with torch.cuda.graph(g, capture_error_mode="thread_local"):
             self._steps(self.steps)
         return g
 
