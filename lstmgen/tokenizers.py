@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator, List, Sequence
@@ -89,7 +90,13 @@ class Tokenizer:
             for tok in specials:
                 counts.pop(tok, None)
             ranked = sorted((w for w, n in counts.items() if n >= min_freq), key=lambda w: (-counts[w], w))
-            ranked = ranked[: max(0, vocab_size - 2 - len(specials))]
+            room = max(0, vocab_size - 2 - len(specials))
+            if len(ranked) > room:  # words left out become <unk>: perplexity is then over a smaller vocabulary
+                lost = sum(counts[w] for w in ranked[room:]) / max(1, sum(counts.values()))
+                print(f"lstmgen: the word vocabulary keeps {room:,} of {len(ranked):,} words; the other "
+                      f"{lost:.1%} of the training words become <unk>, so perplexities are not comparable with "
+                      f"figures over the full vocabulary (raise --vocab-size to keep them)", file=sys.stderr)
+            ranked = ranked[:room]
             vocab = {UNK: 0, EOS: 1, **{t: i + 2 for i, t in enumerate(specials)}}
             vocab.update({w: len(vocab) + i for i, w in enumerate(ranked)})
         return cls(_wordlevel(kind, vocab, lowercase, specials), kind)

@@ -84,3 +84,13 @@ def test_bpe_parallel_line_encoding_equals_whole_text():
     text = "Hello there\n\n  indented line\r\n\tTabbed\n\n\nEnd  of  text \n" * 20
     tok = Tokenizer.train("bpe", [text], vocab_size=320)
     assert tok.encode(text) == tok.hf.encode(text, add_special_tokens=False).ids
+
+
+def test_a_capped_word_vocabulary_says_what_it_leaves_out(capsys):
+    text = ["a a a a b b b c c d e f"]
+    tok = Tokenizer.train("word", text, vocab_size=4)  # <unk>, <eos> and two words
+    assert tok.encode("a b c") == [tok.encode("a")[0], tok.encode("b")[0], 0]
+    err = capsys.readouterr().err
+    assert "keeps 2 of 6 words" in err and "41.7% of the training words become <unk>" in err
+    Tokenizer.train("word", text, vocab_size=100)
+    assert capsys.readouterr().err == ""
