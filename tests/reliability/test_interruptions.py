@@ -9,6 +9,8 @@ from safetensors.torch import load_file
 
 from lstmgen.cli import main
 
+from . import default_sigint
+
 
 def train_cmd(corpus, out, *extra):
     return [sys.executable, "-m", "lstmgen", "train", "lm", "--data", str(corpus), "--out", str(out),
@@ -17,7 +19,8 @@ def train_cmd(corpus, out, *extra):
 
 
 def start_and_wait_for_checkpoint(corpus, out, delay):
-    proc = subprocess.Popen(train_cmd(corpus, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(train_cmd(corpus, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)
     deadline = time.time() + 120
     while not (out / "checkpoint.safetensors").exists():
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() else "timeout"

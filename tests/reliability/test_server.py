@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from . import default_sigint
+
 SOAK_SECONDS = float(os.environ.get("LSTMGEN_SOAK_SECONDS", "60"))
 
 
@@ -28,7 +30,7 @@ def start(model_dir, *flags):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lstmgen", "serve", str(model_dir), "--no-bundled", "--port",
                              str(port), "--log-level", "warning", *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
