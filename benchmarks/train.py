@@ -57,10 +57,11 @@ def raw_loop(model: LanguageModel, ids: torch.Tensor, batch: int, bptt: int, ste
 
 
 def ours(model: LanguageModel, ids: np.ndarray, batch: int, bptt: int, steps: int, device,
-         amp: bool = False) -> float:
-    """lstmgen's Trainer for the same number of steps (no validation); returns tokens/s."""
+         amp: bool = False, compile: bool = False) -> float:
+    """lstmgen's Trainer for the same number of steps (no validation); returns tokens/s. With `compile`,
+    the forward and loss go through torch.compile (compiled during the warm-up steps, not timed)."""
     cfg = TrainConfig(batch_size=batch, bptt=bptt, lr=1e-3, max_steps=steps + 2, warmup_steps=0,
-                      log_every=10**9, eval_every=10**9, device=str(device), amp=amp)
+                      log_every=10**9, eval_every=10**9, device=str(device), amp=amp, compile=compile)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(model, TokenArray(ids, len(ids)), None, cfg, out)
         # The plot and the final checkpoint happen once per run, not per step: leave them out of the rate.
@@ -87,6 +88,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", nargs="*", help="config names to run")
     ap.add_argument("--amp", action="store_true", help="bf16 autocast in both loops (CUDA)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also lstmgen with torch.compile around the LSTM (TrainConfig.compile), as a third column")
     ap.add_argument("--profile", action="store_true",
                     help="also print torch.profiler's top operations of each loop (where lstmgen's time goes)")
     args = ap.parse_args()
@@ -94,15 +97,16 @@ def main() -> None:
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; {args.steps} timed steps, best of {args.repeats}"
           f"{'; bf16 autocast' if args.amp else ''}\n")
-    print("| config | batch x bptt | raw loop tok/s | lstmgen tok/s | lstmgen / raw |")
-    print("| --- | --- | --- | --- | --- |")
+    extra = " lstmgen compiled tok/s | compiled / raw |" if args.compile else ""
+    print(f"| config | batch x bptt | raw loop tok/s | lstmgen tok/s | lstmgen / raw |{extra}")
+    print("| --- | --- | --- | --- | --- |" + " --- | --- |" * args.compile)
     for cname, (full, small) in CONFIGS.items():
         if args.only and cname not in args.only:
             continue
         V, L, H, B, T = full if args.full else small
         ids_np = np.random.default_rng(0).integers(0, V, 200_000 if not args.full else 2_000_000).astype(np.int32)
         ids = torch.from_numpy(ids_np.astype(np.int64))
-        best_raw = best_ours = 0.0
+        best_raw = best_ours = best_compiled = 0.0
         for _ in range(args.repeats):
             torch.manual_seed(0)
             m = LanguageModel(LMConfig(vocab_size=V, hidden_size=H, num_layers=L, dropout=0.0)).to(device)
@@ -110,27 +114,57 @@ def main() -> None:
             torch.manual_seed(0)
             m = LanguageModel(LMConfig(vocab_size=V, hidden_size=H, num_layers=L, dropout=0.0))
             best_ours = max(best_ours, ours(m, ids_np, B, T, args.steps, device, args.amp))
-        print(f"| {cname} | {B} x {T} | {best_raw:,.0f} | {best_ours:,.0f} | {best_ours / best_raw:.3f} |",
+            if args.compile:
+                torch.manual_seed(0)
+                m = LanguageModel(LMConfig(vocab_size=V, hidden_size=H, num_layers=L, dropout=0.0))
+                best_compiled = max(best_compiled, ours(m, ids_np, B, T, args.steps, device, args.amp, True))
+        extra = f" {best_compiled:,.0f} | {best_compiled / best_raw:.3f} |" if args.compile else ""
+        print(f"| {cname} | {B} x {T} | {best_raw:,.0f} | {best_ours:,.0f} | {best_ours / best_raw:.3f} |{extra}",
               flush=True)
         if args.profile:
             profile(V, L, H, B, T, ids, ids_np, args.steps, device, args.amp)
 
 
 def profile(V: int, L: int, H: int, B: int, T: int, ids, ids_np, steps: int, device, amp: bool) -> None:
-    """Both loops under torch.profiler: the operations that take the most time, host and device."""
+    """Both loops under torch.profiler, side by side: per step, the wall time, the time the device (or on a
+    CPU the host) spent in operations, and the operations whose time or count differs most between the
+    two loops. That difference is the framework's overhead, named op by op; a wall time well above the busy
+    time means the device waited for the host (launches or a synchronisation)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as run_profiled
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    for name, fn, data in (("raw loop", raw_loop, ids), ("lstmgen", ours, ids_np)):
+    on_device = device.type == "cuda"
+    rows, summary = {}, []
+    for name, fn, data in (("raw", raw_loop, ids), ("lstmgen", ours, ids_np)):
         torch.manual_seed(0)
         m = LanguageModel(LMConfig(vocab_size=V, hidden_size=H, num_layers=L, dropout=0.0))
         if fn is raw_loop:
             m = m.to(device)
         with run_profiled(activities=acts) as prof:
-            fn(m, data, B, T, steps, device, amp)
-        print(f"\n{name}:\n" + prof.key_averages().table(sort_by=key, row_limit=12, max_name_column_width=60))
+            tok_s = fn(m, data, B, T, steps, device, amp)
+        n = steps + 2  # the two warm-up steps are inside the profile too
+        events = prof.key_averages()
+        # On a GPU an op's self time includes its kernels', which are also rows of their own: count the kernels.
+        busy = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) if on_device \
+            else sum(e.self_cpu_time_total for e in events)
+        summary.append((name, B * T / tok_s * 1e3, busy / n / 1e3))
+        for e in events:
+            t = e.self_device_time_total if on_device else e.self_cpu_time_total
+            rows.setdefault(e.key, {})[name] = (e.count / n, t / n)
+    where = "device" if on_device else "host (in torch ops)"
+    print(f"\n| loop | wall ms / step | {where} busy ms / step |\n| --- | --- | --- |")
+    for name, wall, busy in summary:
+        print(f"| {name} | {wall:.2f} | {busy:.2f} |")
+    diff = sorted(rows.items(), key=lambda kv: -abs(kv[1].get("lstmgen", (0, 0))[1] - kv[1].get("raw", (0, 0))[1]))
+    print(f"\n| op | calls / step raw | calls / step lstmgen | {where} us / step raw | lstmgen | difference |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for key, v in diff[:20]:
+        (cr, tr), (co, to) = v.get("raw", (0, 0)), v.get("lstmgen", (0, 0))
+        print(f"| {key[:60]} | {cr:.1f} | {co:.1f} | {tr:.0f} | {to:.0f} | {to - tr:+.0f} |")
+    extra = sorted(k for k, v in rows.items() if v.get("lstmgen", (0, 0))[0] > v.get("raw", (0, 0))[0] + 0.5)
+    print("\nops lstmgen calls more often per step: " + (", ".join(extra) or "none"))
 
 
 if __name__ == "__main__":

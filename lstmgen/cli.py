@@ -73,6 +73,7 @@ LM_FLAGS = {
     "seed": (int, "random seed (default 1337)"),
     "device": (str, "auto | cpu | cuda | cuda:N | mps (default auto)"),
     "no-amp": ("flag", "no bf16 autocast on CUDA"),
+    "compile": ("flag", "torch.compile the parts around the LSTM (compiles for seconds to a minute first)"),
 }
 
 

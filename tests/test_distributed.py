@@ -33,7 +33,8 @@ SCRIPT = textwrap.dedent('''
     tokens = TokenArray(ids, len(ids))
     torch.manual_seed(0)
     model = LanguageModel(LMConfig(vocab_size=12, hidden_size=32, num_layers=2, dropout=0.1))
-    cfg = TrainConfig(batch_size=4, bptt=20, lr=1e-2, max_steps=60, eval_every=30, log_every=10, warmup_steps=0)
+    cfg = TrainConfig(batch_size=4, bptt=20, lr=1e-2, max_steps=60, eval_every=30, log_every=10, warmup_steps=0,
+                      compile=sys.argv[2] == "compile")
     t = Trainer(model, tokens, tokens, cfg, out)
     assert t.dist.world == 2, t.dist
     t.fit()
@@ -42,11 +43,12 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def test_two_processes_train_the_same_model(tmp_path):
+@pytest.mark.parametrize("mode", ["eager", "compile"])
+def test_two_processes_train_the_same_model(tmp_path, mode):
     from safetensors.torch import load_file
 
     (tmp_path / "ddp.py").write_text(SCRIPT)
-    _run(TORCHRUN + [str(tmp_path / "ddp.py"), str(tmp_path / "run")], tmp_path)
+    _run(TORCHRUN + [str(tmp_path / "ddp.py"), str(tmp_path / "run"), mode], tmp_path)
     a, b = (load_file(str(tmp_path / "run" / f"rank{r}.safetensors")) for r in (0, 1))
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
     log = [json.loads(line) for line in (tmp_path / "run" / "training_log.jsonl").read_text().splitlines()]

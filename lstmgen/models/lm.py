@@ -137,18 +137,36 @@ class LanguageModel(nn.Module):
         packed batch and each row's state is taken after its own last token. With `return_hidden`, also
         the last layer's output before and after its dropout (for AR/TAR).
         """
-        x = self._drop(embedding_dropout(self.embedding, ids, self.config.dropout_embedding, self.training), "input")
+        x = self._inputs(ids)
         if lengths is None:
             y, state = self.lstm(x, state)
         else:
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
             y, state = self.lstm(packed, state)
             y, _ = pad_packed_sequence(y, batch_first=True, total_length=ids.shape[1])
-        dropped = self._drop(y, "output")
-        z = self.proj(dropped) if self.proj is not None else dropped
+        dropped, logits = self._outputs(y)
         if return_hidden:
-            return self.decoder(z), state, (y, dropped)
-        return self.decoder(z), state
+            return logits, state, (y, dropped)
+        return logits, state
+
+    def _inputs(self, ids: Tensor) -> Tensor:
+        """What the LSTM reads: the embeddings, with embedding and input dropout."""
+        return self._drop(embedding_dropout(self.embedding, ids, self.config.dropout_embedding, self.training),
+                          "input")
+
+    def _outputs(self, y: Tensor) -> Tuple[Tensor, Tensor]:
+        """The last layer's output after its dropout, and the logits made from it."""
+        dropped = self._drop(y, "output")
+        return dropped, self.decoder(self.proj(dropped) if self.proj is not None else dropped)
+
+    def compile_parts(self) -> "LanguageModel":
+        """Run the parts before and after the LSTM through torch.compile, which fuses their elementwise work
+        (dropout masks, the embedding-row mask) into few kernels; the LSTM stays cuDNN's / oneDNN's fused
+        kernel, which TorchDynamo does not trace. Compiling happens at the first call (seconds).
+        Returns the model."""
+        self._inputs = torch.compile(self._inputs)  # instance attributes: the state dict is unchanged
+        self._outputs = torch.compile(self._outputs)
+        return self
 
     def step(self, ids: Tensor, state: State, out: Optional[State] = None) -> Tuple[Tensor, State]:
         """One decoding step: ids (B,) and the state -> logits (B, V) and the new state (eval mode),

@@ -38,6 +38,10 @@ class TrainConfig(JSONConfig):
         seed: seeds torch's generators.
         device: "auto" (cuda > mps > cpu), or a torch device string.
         amp: bf16 autocast on CUDA.
+        compile: a language model's parts around the LSTM (embedding and its dropouts, output dropout
+            and layer, softmax cross-entropy, AR/TAR) run through torch.compile, which fuses their
+            elementwise work; the LSTM stays cuDNN's / oneDNN's kernel. The first steps pay the
+            compilation (seconds to a minute).
         max_bad_steps: after this many steps in a row with a NaN/inf loss or gradient (each one skipped),
             roll back to the last checkpoint and halve the learning rate.
         nonmono: NT-ASGD starts averaging when the validation loss is worse than the best of the
@@ -72,6 +76,7 @@ class TrainConfig(JSONConfig):
     seed: int = 1337
     device: str = "auto"
     amp: bool = True
+    compile: bool = False
     max_bad_steps: int = 5
     nonmono: int = 5
     ar: float = 0.0

@@ -39,6 +39,10 @@ class LMTask:
         self._epoch, self._windows = -1, None
         if config.variable_bptt:
             self._schedule(0)
+        # With compile, the softmax cross-entropy and AR/TAR become fused kernels (float cast, log-softmax
+        # and the gather in one pass over the logits, and their backward in another). A second window
+        # length (variable BPTT, an epoch's short last window) recompiles once, symbolic in the length.
+        self._loss = torch.compile(lm_loss) if config.compile else lm_loss
 
     def _schedule(self, epoch: int) -> None:
         if epoch != self._epoch:
@@ -66,14 +70,10 @@ class LMTask:
         c = self.cfg
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             out = model(x, state, return_hidden=bool(c.ar or c.tar))
-        logits, state = out[0], out[1]
-        ce = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-        loss = ce
-        if c.ar or c.tar:
-            loss = loss + activation_penalties(*out[2], c.ar, c.tar)
+        loss, ce = self._loss(out[0], y, out[2] if c.ar or c.tar else None, c.ar, c.tar)
         if c.variable_bptt:  # a shorter window takes a smaller step (AWD-LSTM scales the learning rate)
             loss = loss * (x.shape[1] / c.bptt)
-        return loss, detach_state(state), y.numel(), ce.detach()  # truncated BPTT: keep values, cut the graph
+        return loss, detach_state(out[1]), y.numel(), ce.detach()  # truncated BPTT: keep values, cut the graph
 
     def evaluate(self, model, device) -> Dict:
         total, count = stateful_loss(model, self.valid.ids, self.cfg.eval_batch_size, device=device)
@@ -90,6 +90,13 @@ class LMTask:
         if "valid_loss" in record:
             out["val"] = f"{record['valid_loss']:.3f}"
         return out
+
+
+def lm_loss(logits: Tensor, y: Tensor, hidden: Optional[Tuple[Tensor, Tensor]], ar: float, tar: float):
+    """(the loss to minimize, the cross-entropy): next-token cross-entropy in float32, plus AR/TAR on the
+    last layer's output (`hidden`: before and after its dropout) when given."""
+    ce = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+    return (ce + activation_penalties(*hidden, ar, tar) if hidden is not None else ce), ce
 
 
 def length_buckets(lengths: Sequence[int], batch_size: int, seed: int) -> List[List[int]]:

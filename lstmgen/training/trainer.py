@@ -102,6 +102,10 @@ class Trainer:
         self.device = device_for(self.dist, pick_device(config.device))
         torch.manual_seed(config.seed)
         self.model = model.to(self.device)
+        if config.compile:
+            if not hasattr(model, "compile_parts"):
+                raise UserInputError("compile applies to language models (TrainConfig.compile)")
+            model.compile_parts()
         if isinstance(train, TokenArray):  # under torchrun each rank reads its own shard of the stream
             self.task = LMTask(train, valid, config, self.dist.rank, self.dist.world)
         elif self.dist.active:
