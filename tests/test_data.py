@@ -35,6 +35,35 @@ def test_folder_glob_and_gzip(tmp_path):
     assert globbed.text("train") + globbed.text("valid") == "first file\n"
 
 
+@pytest.mark.parametrize("names", [("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"),
+                                   ("train/part-0.txt", "dev/part-0.txt", "test/part-0.txt"),
+                                   ("wiki.train.tokens.gz", "wiki.validation.tokens", None)])
+def test_folder_of_split_files_keeps_its_splits(tmp_path, names):
+    """A folder holding train / valid (or dev) / test files is read as those splits, as the data sets
+    ship them: the test text must never end up in training. Files naming no split are left out."""
+    d = tmp_path / "d"
+    for split, name in zip(("train", "valid", "test"), names):
+        if name:
+            (d / name).parent.mkdir(parents=True, exist_ok=True)
+            opener = gzip.open if name.endswith(".gz") else open
+            with opener(d / name, "wt") as fh:
+                fh.write(f"the {split} text\n")
+    (d / "SOURCE.md").write_text("where the files come from\n")
+    c = open_corpus(str(d))
+    assert c.text("train") == "the train text\n" and c.text("valid") == "the valid text\n"
+    assert c.text("test") == ("the test text\n" if names[2] else "the valid text\n")
+    assert c.note.startswith("split by file name: train = ")
+
+
+def test_folder_with_train_and_test_files_only(tmp_path):
+    """No validation file: validation is the end of the training text, test stays the test file."""
+    (tmp_path / "train.txt").write_text("".join(f"train line {i}\n" for i in range(100)))
+    (tmp_path / "test.txt").write_text("test text\n")
+    c = open_corpus(str(tmp_path), valid_fraction=0.2)
+    assert c.text("train") + c.text("valid") == (tmp_path / "train.txt").read_text()
+    assert c.text("test") == "test text\n" and "the last 20% of the training text" in c.note
+
+
 def test_csv_jsonl_and_sqlite(tmp_path):
     rows = [f"review number {i}" for i in range(10)]
     with open(tmp_path / "r.csv", "w", newline="") as fh:

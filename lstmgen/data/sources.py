@@ -292,7 +292,52 @@ def open_corpus(spec: str, *, valid_fraction: float = 0.1, encoding_errors: str 
         else:
             raise UserInputError(f"{spec!r}: FILE:FIELD works for .csv, .tsv and .jsonl files")
         return _row_corpus(spec, rows, _fingerprint(path, key, encoding_errors), valid_fraction)
-    return text_corpus(spec, _files_of(spec), valid_fraction, encoding_errors)
+    files = _files_of(spec)
+    groups = _split_files(Path(spec).expanduser(), files) if Path(spec).expanduser().is_dir() else None
+    if groups:
+        return split_files_corpus(spec, groups, valid_fraction, encoding_errors)
+    return text_corpus(spec, files, valid_fraction, encoding_errors)
+
+
+# Words in a file's path that name its split, as data sets spell them (ptb.train.txt, wiki.valid.tokens,
+# dev.txt, test/part-0.txt) and as Hugging Face datasets reads a folder's split files.
+SPLIT_WORDS = {"train": {"train", "training"}, "valid": {"valid", "validation", "val", "dev"}, "test": {"test"}}
+
+
+def _split_files(root: Path, files: Sequence[Path]) -> Optional[dict]:
+    """A folder's files by the split their path names, when it holds a train file and a valid or test
+    file (else None: the folder is one text). Files that name no split (a README, SOURCE.md) are left out."""
+    groups: dict = {}
+    for f in files:
+        words = set(re.split(r"[^a-z0-9]+", str(f.relative_to(root)).lower()))
+        named = [split for split, names in SPLIT_WORDS.items() if words & names]
+        if len(named) == 1:
+            groups.setdefault(named[0], []).append(f)
+    return groups if "train" in groups and ("valid" in groups or "test" in groups) else None
+
+
+def split_files_corpus(name: str, groups: dict, valid_fraction: float, encoding_errors: str) -> Corpus:
+    """A corpus whose splits are files: train from the train files, valid and test from theirs. Without
+    valid files, validation is the last `valid_fraction` of the training text; without test files, test
+    names the validation text."""
+    train = groups["train"]
+    has_valid = "valid" in groups
+    cut = (0.0, 1.0) if has_valid else (0.0, 1 - valid_fraction)
+    parts = {"train": text_corpus(name, train, valid_fraction, encoding_errors, fixed={"train": cut})}
+    parts["valid"] = text_corpus(name, groups["valid"], valid_fraction, encoding_errors, fixed={"valid": (0.0, 1.0)}) \
+        if has_valid else text_corpus(name, train, valid_fraction, encoding_errors,
+                                      fixed={"valid": (1 - valid_fraction, 1.0)})
+    parts["test"] = text_corpus(name, groups["test"], valid_fraction, encoding_errors, fixed={"test": (0.0, 1.0)}) \
+        if "test" in groups else parts["valid"]
+    splits = {split: part.splits[split if split in part.splits else "valid"] for split, part in parts.items()}
+
+    def names(split: str) -> str:
+        return ", ".join(f.name for f in groups[split])
+
+    note = (f"split by file name: train = {names('train')}; valid = "
+            + (names("valid") if has_valid else f"the last {valid_fraction:.0%} of the training text")
+            + "; test = " + (names("test") if "test" in groups else "the validation text"))
+    return Corpus(name, splits, _fingerprint(*(p.fingerprint for p in parts.values())), note)
 
 
 def _labelled_text_corpus(name: str) -> Corpus:
