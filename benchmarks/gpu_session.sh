@@ -53,6 +53,7 @@ if [ "${1:-}" = lm ]; then
     nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
     for run in awd:configs/awd-lstm-ptb-9min.toml:${AWD_MINUTES:-8.8} medium:configs/ptb-medium.toml:${MEDIUM_MINUTES:-8}; do
         IFS=: read -r name config minutes <<< "$run"
+        rm -rf "/tmp/$name"  # a run left there would need --resume
         ( step "$name-ptb" 570 python3 -m lstmgen train lm --config "$config" --max-minutes "$minutes" --out "/tmp/$name"
           step "$name-ptb-test" 60 python3 -m lstmgen eval "/tmp/$name" --data ptb --split test
           cp "/tmp/$name/training_log.jsonl" "$OUT/$name-training_log.jsonl" 2>/dev/null ) &
@@ -65,6 +66,7 @@ if [ "${1:-}" = awd ]; then
     nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
     # 8.8 minutes of training (evaluations included) within the goal's 9, so that loading, the final save
     # and the test pass fit the call's 10 minutes
+    rm -rf /tmp/awd  # a run left there would need --resume
     step awd-ptb 570 python3 -m lstmgen train lm --config configs/awd-lstm-ptb-9min.toml --max-minutes "${AWD_MINUTES:-8.8}" \
         --out /tmp/awd
     step awd-ptb-test 30 python3 -m lstmgen eval /tmp/awd --data ptb --split test
