@@ -2,6 +2,7 @@
 drop through the fused kernel, AR/TAR, variable-length BPTT, NT-ASGD, the Mogrifier LSTM, and a language
 model trained with all of them (resumable, and fine-tuned from its own folder)."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -155,11 +156,10 @@ def test_awd_style_language_model_trains_resumes_and_fine_tunes(corpus_file, tmp
     assert json.loads((tmp_path / "ft" / "config.json").read_text())["model"]["num_layers"] == 3
 
 
-@pytest.mark.parametrize("name", ["ptb-small", "ptb-medium", "awd-lstm-ptb", "awd-lstm-wt2", "tinyshakespeare-char"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parent.parent / "configs").glob("*.toml")))
 def test_presets_load(name):
     """Every preset fills the recipe and the training config without an unknown key."""
     from dataclasses import fields
-    from pathlib import Path
 
     from lstmgen.recipes import LMRecipe, load_toml
 
