@@ -68,6 +68,7 @@ LM_FLAGS = {
     "max-epochs": (float, "stop after N epochs (default 10 when no budget is given)"),
     "max-minutes": (float, "stop after N minutes of training"),
     "eval-every": (int, "steps between validations and checkpoints (default 250)"),
+    "checkpoint-every": (int, "steps between checkpoints, if rarer than validations (default: each validation)"),
     "patience": (int, "early stopping: validations without improvement"),
     "log-every": (int, "steps between log lines (default 25)"),
     "seed": (int, "random seed (default 1337)"),

@@ -198,3 +198,15 @@ def test_compile_is_for_language_models(tmp_path):
 
     with pytest.raises(UserInputError, match="compile"):
         Trainer(torch.nn.Linear(2, 2), tokens([1, 2, 3] * 50), None, TrainConfig(compile=True), tmp_path)
+
+
+def test_checkpoints_rarer_than_validations(tmp_path):
+    """checkpoint_every spaces the checkpoints out while validation keeps its pace; the end writes one."""
+    t = _trainer(tmp_path, "ckpt", max_steps=35)
+    t.cfg.checkpoint_every = 20
+    saved, save = [], t.save_checkpoint
+    t.save_checkpoint = lambda: (saved.append(t.step), save())
+    t.fit()
+    log = [json.loads(line) for line in (tmp_path / "ckpt" / "training_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "valid_loss" in r] == [10, 20, 30, 35] and saved == [20, 35]
+    assert json.loads(load_checkpoint(tmp_path / "ckpt" / "checkpoint.safetensors")[1]["trainer"])["step"] == 35

@@ -32,6 +32,10 @@ class TrainConfig(JSONConfig):
         max_steps / max_epochs / max_minutes: the budget; training ends at whichever comes first, and the
             cosine schedule follows the same fraction. With none set, 10 epochs.
         eval_every: steps between validation runs (and checkpoints).
+        checkpoint_every: steps between checkpoints when they should be rarer than validations (None: at
+            every validation). A checkpoint holds the weights, the best weights and the optimizer's moments:
+            for a large model in a budget of minutes, writing one at every validation costs seconds each.
+            The end of training, early stopping and Ctrl-C always write one.
         eval_batch_size: streams used for the validation loss.
         patience: stop after this many validations without improvement (None: never).
         log_every: steps between log lines.
@@ -70,6 +74,7 @@ class TrainConfig(JSONConfig):
     max_epochs: Optional[float] = None
     max_minutes: Optional[float] = None
     eval_every: int = 250
+    checkpoint_every: Optional[int] = None
     eval_batch_size: int = 10
     patience: Optional[int] = None
     log_every: int = 25
@@ -94,6 +99,7 @@ class TrainConfig(JSONConfig):
         check_range("clip", self.clip, 0.0)
         check_range("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
         check_range("max_steps", self.max_steps, 1)
+        check_range("checkpoint_every", self.checkpoint_every, 1)
         check_range("max_epochs", self.max_epochs, 0.0, low_open=True)
         check_range("max_minutes", self.max_minutes, 0.0, low_open=True)
         check_range("patience", self.patience, 1)

@@ -250,7 +250,9 @@ class Trainer:
                         if self.has_valid:
                             record.update(self._evaluate())
                             stopped_early = c.patience is not None and self.bad_evals >= c.patience
-                        self.save_checkpoint()
+                        if c.checkpoint_every is None or self.step % c.checkpoint_every == 0 or stopped_early \
+                                or self.progress() >= 1.0:
+                            self.save_checkpoint()
                         t_last = time.perf_counter()  # evaluation time is not training throughput
                     if log is not None:
                         log.write(json.dumps(record) + "\n")
