@@ -46,20 +46,6 @@ def lstm_cell(x_proj: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Optional
     return h, c
 
 
-def mv_cell(x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
-            b_hh: Optional[Tensor]) -> State:
-    """One step for a single row (x (1, in), h and c (1, H)) with matrix-vector products.
-
-    At batch 1 on CPU the step is the time to stream the weights once; torch.lstm_cell does its products as
-    1-row matrix multiplies, which stream them more slowly than matrix-vector products do (measured here:
-    3 x 512 layers, 0.71 of the weight-streaming bound with lstm_cell against about 0.9 with this)."""
-    gates = torch.mv(w_ih, x[0]) if b_ih is None else torch.addmv(b_ih, w_ih, x[0])
-    gates = torch.addmv(gates if b_hh is None else gates.add_(b_hh), w_hh, h[0])
-    i, f, g, o = gates.view(4, -1)
-    c = torch.sigmoid(f).mul_(c[0]).addcmul_(torch.sigmoid(i), torch.tanh(g))
-    return torch.sigmoid(o).mul_(torch.tanh(c)).unsqueeze(0), c.unsqueeze(0)
-
-
 def _reverse_within_lengths(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
     """Reverse (T, B, ...) along time, each sequence within its own length (padding stays at the end)."""
     if lengths is None:
@@ -261,8 +247,6 @@ class LSTM(nn.LSTM):
                     x, h_prev = self._mogrify(layer, x, h_prev)
                 x_proj = x @ w_ih.t() + (b_ih if b_ih is not None else 0)
                 h_l, c_l = lstm_cell(x_proj, h_prev, c[layer], w_hh, b_hh)
-            elif x.shape[0] == 1 and x.device.type == "cpu" and not torch.is_grad_enabled():
-                h_l, c_l = mv_cell(x, h[layer], c[layer], w_ih, w_hh, b_ih, b_hh)
             else:
                 h_l, c_l = torch.lstm_cell(x, (h[layer], c[layer]), w_ih, w_hh, b_ih, b_hh)
             hs.append(h_l)
