@@ -39,10 +39,11 @@ def test_reference_backend_gives_the_same_lm():
 
 
 @pytest.mark.parametrize("backend", ["fused", "reference"])
-def test_one_step_decode_path_equals_forward(backend):
+@pytest.mark.parametrize("batch", [1, 4])
+def test_one_step_decode_path_equals_forward(backend, batch):
     torch.manual_seed(0)
     m = LanguageModel(LMConfig(vocab_size=20, embed_size=8, hidden_size=16, num_layers=3, backend=backend)).eval()
-    x = torch.randint(0, 20, (4, 6))
+    x = torch.randint(0, 20, (batch, 6))
     with torch.no_grad():
         full, (h_full, c_full) = m(x)
         _, state = m(x[:, :5])
