@@ -164,8 +164,9 @@ class LanguageModel(nn.Module):
         (dropout masks, the embedding-row mask) into few kernels; the LSTM stays cuDNN's / oneDNN's fused
         kernel, which TorchDynamo does not trace. Compiling happens at the first call (seconds).
         Returns the model."""
-        self._inputs = torch.compile(self._inputs)  # instance attributes: the state dict is unchanged
-        self._outputs = torch.compile(self._outputs)
+        if "_inputs" not in self.__dict__:  # once: a second Trainer on the same model finds them compiled
+            self._inputs = torch.compile(self._inputs)  # instance attributes: the state dict is unchanged
+            self._outputs = torch.compile(self._outputs)
         return self
 
     def step(self, ids: Tensor, state: State, out: Optional[State] = None) -> Tuple[Tensor, State]:
