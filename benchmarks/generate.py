@@ -5,7 +5,7 @@ A 3-layer, 512-unit character LM with random weights (the speed does not depend 
 - batch 1: tokens/s of lstmgen's decoder against the weight-streaming bound: the time of one
   matrix-vector pass over the same weight matrices (every W_ih, W_hh and the output layer), the least
   work a step must do.
-- GPU: the same bounds; lstmgen runs blocks of steps as CUDA graphs (SamplingDecoder.advance), and
+- lstmgen runs blocks of steps (SamplingDecoder.advance; CUDA graphs on a GPU, eager on a CPU), and
   "step by step" is the same decoder with blocks off. "first call" is the first run of lstmgen at that
   batch: its blocks run eagerly (a shape is captured at its second use, so the best of the repeats is a
   pure replay).

@@ -7,6 +7,7 @@ import torch
 
 import lstmgen
 from lstmgen.errors import ModelFolderError, UserInputError
+from lstmgen.models import LMConfig
 from lstmgen.pipelines import TextGenerator
 
 
@@ -131,22 +132,28 @@ def test_word_and_bpe_models_train_save_and_stream(tmp_path, kind):
 
 
 class ScriptedModel(torch.nn.Module):
-    """Stands in for a LanguageModel: always predicts the next id of a fixed script."""
+    """Stands in for a LanguageModel: always predicts the next id of a fixed script (its last id once the
+    script is used up: a block of steps may run one step past the text it keeps)."""
 
     def __init__(self, script, vocab):
         super().__init__()
         self.script, self.vocab, self.calls = list(script), vocab, 0
         self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.config = LMConfig(vocab_size=vocab, hidden_size=1, num_layers=1)
 
     def forward(self, ids, state=None):
         logits = torch.full((1, ids.shape[1], self.vocab), -1e9)
-        logits[0, -1, self.script[self.calls]] = 0.0
+        logits[0, -1, self.script[min(self.calls, len(self.script) - 1)]] = 0.0
         self.calls += 1
         zeros = torch.zeros(1, ids.shape[0], 1)
         return logits, (zeros, zeros)
 
-    def step(self, ids, state):
+    def step(self, ids, state, out=None):
         logits, state = self.forward(ids.view(-1, 1), state)
+        if out is not None:
+            out[0].copy_(state[0])
+            out[1].copy_(state[1])
+            state = out
         return logits[:, -1], state
 
 

@@ -59,7 +59,10 @@ class SamplingDecoder:
         model: the language model.
         inline_prefill: the longest prompt fed through the shared step (0: every prompt is prefilled).
         block_steps: the most steps `advance()` runs as one block (0 or 1: one step at a time); by default
-            32 on a GPU, 0 on a CPU, where a step's own work already dwarfs its overhead.
+            32 on a GPU (captured as CUDA graphs) and 8 on a CPU, where a block saves the per-step host work
+            (one vectorised uniforms call, no per-row bookkeeping between its steps): 4-10% more tokens/s
+            than single steps at batch 1 and 64 on a 3 x 512 model, while a stream still gets its text
+            every few milliseconds.
         graphs: capture blocks as CUDA graphs (default: on a GPU); False runs them eagerly.
         blocks: a BlockCache to take captured blocks from and keep new ones in (default: the decoder's own).
         pipeline: the most blocks one `advance()` call runs back to back, each queued before the host
@@ -73,7 +76,7 @@ class SamplingDecoder:
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype  # a bfloat16 model keeps its state in bfloat16 too
         cuda = self.device.type == "cuda"
-        self.block_steps = (32 if cuda else 0) if block_steps is None else block_steps
+        self.block_steps = (32 if cuda else 8) if block_steps is None else block_steps
         self._blocks = blocks if blocks is not None else BlockCache(cuda if graphs is None else graphs)
         self.pipeline = max(1, pipeline)
         self.rows: List[Row] = []
