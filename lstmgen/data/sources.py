@@ -292,8 +292,8 @@ def open_corpus(spec: str, *, valid_fraction: float = 0.1, encoding_errors: str 
         else:
             raise UserInputError(f"{spec!r}: FILE:FIELD works for .csv, .tsv and .jsonl files")
         return _row_corpus(spec, rows, _fingerprint(path, key, encoding_errors), valid_fraction)
-    files = _files_of(spec)
-    groups = _split_files(Path(spec).expanduser(), files) if Path(spec).expanduser().is_dir() else None
+    files, root = _files_of(spec), Path(spec).expanduser()
+    groups = _split_files(root, files) if root.is_dir() else None
     if groups:
         return split_files_corpus(spec, groups, valid_fraction, encoding_errors)
     return text_corpus(spec, files, valid_fraction, encoding_errors)
