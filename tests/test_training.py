@@ -52,6 +52,22 @@ def test_one_step_decode_path_equals_forward(backend, batch):
     assert torch.allclose(h, h_full, atol=1e-6) and torch.allclose(c, c_full, atol=1e-6)
 
 
+def test_one_row_step_follows_weight_changes():
+    """The one-row CPU step keeps [W_ih | W_hh] side by side; changing the weights in place (an optimizer
+    step, load_state_dict) must not leave it stale."""
+    torch.manual_seed(0)
+    m = LanguageModel(LMConfig(vocab_size=20, embed_size=8, hidden_size=16, num_layers=2)).eval()
+    x = torch.randint(0, 20, (1, 6))
+    with torch.no_grad():
+        m.step(x[:, 0], m.init_state(1))  # makes the side-by-side copy
+        for p in m.lstm.parameters():
+            p.mul_(1.5)
+        full, _ = m(x)
+        _, state = m(x[:, :5])
+        step, _ = m.step(x[:, 5], state)
+    assert torch.allclose(step, full[:, -1], atol=1e-5)
+
+
 def test_schedule_warmup_then_cosine():
     cfg = TrainConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1, max_steps=100)
     assert lr_at(cfg, 0, 0.0) == pytest.approx(0.1) and lr_at(cfg, 9, 0.09) == pytest.approx(1.0)
