@@ -249,6 +249,9 @@ def train_classifier(recipe: ClassifierRecipe, command: Optional[str] = None,
                  bidirectional=recipe.bidirectional)
     if lm is not None:
         lc = lm.model.config
+        if lc.top_size != lc.hidden_size:
+            raise UserInputError(f"{recipe.init_from}: its last LSTM layer is narrower than the others "
+                                 "(last_layer_size); the classifier's layers all have one width")
         sizes = dict(embed_size=lc.embedding_dim, hidden_size=lc.hidden_size, num_layers=lc.num_layers,
                      bidirectional=False)
     mc = ClassifierConfig(vocab_size=tok.vocab_size, num_labels=n, pooling=recipe.pooling, dropout=recipe.dropout,

@@ -45,6 +45,7 @@ LM_FLAGS = {
     "weight-drop": (float, "DropConnect on the hidden-to-hidden weights (AWD-LSTM 0.5; default 0)"),
     "locked-dropout": ("flag", "one dropout mask per sequence (variational dropout, AWD-LSTM)"),
     "mogrifier-rounds": (int, "Mogrifier LSTM rounds (needs --backend reference; default 0)"),
+    "last-layer-size": (int, "units of the top LSTM layer (AWD-LSTM: the embedding size; default --hidden-size)"),
     "backend": (str, "auto | fused | reference (the equations; default auto)"),
     "init-from": (str, "start from this LM folder's tokenizer and weights (fine-tuning)"),
     "valid-fraction": (float, "held-out part for sources without a split (default 0.1)"),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import List
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import UserInputError
@@ -36,19 +37,19 @@ class OneStep(nn.Module):
         self.model = model
 
     def forward(self, token: Tensor, h: Tensor, c: Tensor):
-        m, lstm = self.model, self.model.lstm
+        m = self.model
         x = m.embedding(token)
         hs: List[Tensor] = []
         cs: List[Tensor] = []
-        for layer in range(lstm.num_layers):
-            w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
-            b_ih = getattr(lstm, f"bias_ih_l{layer}") if lstm.bias else None
-            b_hh = getattr(lstm, f"bias_hh_l{layer}") if lstm.bias else None
+        for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(m.layer_weights()):
+            S = w_hh.shape[1]  # a narrower top layer (last_layer_size) uses the first S features of the state
             x_proj = x @ w_ih.t() + (b_ih if b_ih is not None else 0)
-            h_l, c_l = lstm_cell(x_proj, h[layer], c[layer], w_hh, b_hh)
+            h_l, c_l = lstm_cell(x_proj, h[layer][..., :S], c[layer][..., :S], w_hh, b_hh)
+            x = h_l
+            if S < h.shape[-1]:
+                h_l, c_l = F.pad(h_l, (0, h.shape[-1] - S)), F.pad(c_l, (0, h.shape[-1] - S))
             hs.append(h_l)
             cs.append(c_l)
-            x = h_l
         if m.proj is not None:
             x = m.proj(x)
         return m.decoder(x), torch.stack(hs), torch.stack(cs)
@@ -88,6 +89,8 @@ def export_onnx(pipeline, out, *, opset: int = OPSET) -> Path:
         raise UserInputError("ONNX export needs the onnx and onnxscript packages: pip install 'lstmgen[onnx]'") \
             from None
     model = pipeline.model
+    if model.config.mogrifier_rounds:
+        raise UserInputError("ONNX export runs the plain LSTM step; this model is a Mogrifier LSTM")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".step.onnx")

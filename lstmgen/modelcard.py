@@ -90,7 +90,7 @@ def model_card(config: dict, folder: Path) -> str:
         f"# {name}", "",
         f"{what[0].upper() + what[1:]} made with lstmgen {config.get('lstmgen_version', '')}: "
         f"{config.get('tokenizer', '?')}-level tokens, {m.get('num_layers') or m.get('encoder_layers')} x "
-        f"{m.get('hidden_size')} "
+        f"{m.get('hidden_size')}{' (the last ' + str(m['last_layer_size']) + ')' if m.get('last_layer_size') else ''} "
         f"{'BiLSTM' if m.get('bidirectional') or kind == 'lstm-tagger' else 'LSTM'}, "
         f"embedding {m.get('embed_size') or m.get('word_dim') or m.get('hidden_size')}, "
         f"vocabulary {m.get('vocab_size') or m.get('word_vocab') or m.get('tgt_vocab_size')}"

@@ -32,7 +32,7 @@ class LMRecipe:
         vocab_size: vocabulary size for word and bpe.
         min_freq: rarer words become `<unk>` (word).
         lowercase: lowercase words (word).
-        embed_size, hidden_size, num_layers, dropout, tie_weights: the model (LMConfig).
+        embed_size, hidden_size, num_layers, last_layer_size, dropout, tie_weights: the model (LMConfig).
         dropout_input, dropout_hidden, dropout_output, dropout_embedding, weight_drop, locked_dropout,
             mogrifier_rounds, backend: regularization and the LSTM variant (LMConfig; AWD-LSTM's switches).
         init_from: start from this LM folder's tokenizer and weights (its sizes win; the regularization
@@ -51,6 +51,7 @@ class LMRecipe:
     embed_size: Optional[int] = None
     hidden_size: int = 512
     num_layers: int = 2
+    last_layer_size: Optional[int] = None
     dropout: float = 0.35
     tie_weights: bool = True
     dropout_input: Optional[float] = None
@@ -146,7 +147,8 @@ def train_lm(recipe: LMRecipe, *, resume: bool = False, command: Optional[str] =
         (out / LOG).unlink(missing_ok=True)  # a fresh run starts a fresh log
         lm_config = LMConfig(vocab_size=tokenizer.vocab_size, embed_size=recipe.embed_size,
                              hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
-                             tie_weights=recipe.tie_weights, mogrifier_rounds=recipe.mogrifier_rounds,
+                             last_layer_size=recipe.last_layer_size, tie_weights=recipe.tie_weights,
+                             mogrifier_rounds=recipe.mogrifier_rounds,
                              backend=recipe.backend, **regularization)
     cfg = recipe.train
     torch.manual_seed(cfg.seed)  # the initial weights follow --seed too

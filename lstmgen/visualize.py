@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from .errors import UserInputError
 from .nn.lstm import lstm_gates
 
 GATES = ("i", "f", "o", "c")  # what the report shows per cell: input, forget, output gate and the cell state
@@ -48,10 +49,12 @@ def trace(pipeline, text: str) -> Trace:
         text: the text to read (at least one token).
     """
     model, tok = pipeline.model.eval(), pipeline.tokenizer
+    if model.config.mogrifier_rounds:
+        raise UserInputError("the gate read-out runs the plain LSTM equations; this model is a Mogrifier LSTM")
     ids = tok.encode(text)
     if not ids:
         raise ValueError("the text to inspect is empty")
-    lstm, L, H = model.lstm, model.config.num_layers, model.config.hidden_size
+    L, H = model.config.num_layers, model.config.hidden_size
     device = next(model.parameters()).device
     h = torch.zeros(L, H, device=device)
     c = torch.zeros(L, H, device=device)
@@ -60,16 +63,14 @@ def trace(pipeline, text: str) -> Trace:
     emb = model.embedding(torch.tensor(ids, device=device))
     for t in range(len(ids)):
         x = emb[t]
-        for layer in range(L):
-            w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
-            b_ih = getattr(lstm, f"bias_ih_l{layer}") if lstm.bias else None
-            b_hh = getattr(lstm, f"bias_hh_l{layer}") if lstm.bias else None
-            i, f, g, o = lstm_gates(x @ w_ih.t() + (b_ih if b_ih is not None else 0), h[layer], w_hh, b_hh)
-            c_new = f * c[layer] + i * g
+        for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(model.layer_weights()):
+            S = w_hh.shape[1]  # a narrower top layer (last_layer_size) fills the first S units; the rest read 0
+            i, f, g, o = lstm_gates(x @ w_ih.t() + (b_ih if b_ih is not None else 0), h[layer, :S], w_hh, b_hh)
+            c_new = f * c[layer, :S] + i * g
             h_new = o * torch.tanh(c_new)
             for k, v in (("i", i), ("f", f), ("g", g), ("o", o), ("c", c_new), ("h", h_new)):
-                acts[k][layer, t] = v.float().cpu()
-            h[layer], c[layer] = h_new, c_new
+                acts[k][layer, t, :S] = v.float().cpu()
+            h[layer, :S], c[layer, :S] = h_new, c_new
             x = h_new
         y = model.proj(x) if model.proj is not None else x
         probs = model.decoder(y).float().softmax(-1)

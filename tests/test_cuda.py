@@ -106,3 +106,28 @@ def test_cuda_graph_blocks_give_the_eager_tokens(opts):
         for a, b in zip(got, steps):
             assert torch.allclose(a.state.h, b.state.h, atol=1e-5) and a.state.pending == b.state.pending
     assert dec._blocks.blocks and all(b.graph is not None for b in dec._blocks.blocks.values())
+
+
+def test_cuda_graph_blocks_of_a_narrower_top_layer_give_the_eager_tokens():
+    """AWD-LSTM's shape (last_layer_size): the top layer's state is written into part of the graph's buffers."""
+    from lstmgen.pipelines import TextGenerator
+
+    tok = lstmgen.load("shakespeare-char").tokenizer
+    torch.manual_seed(0)
+    model = LanguageModel(LMConfig(vocab_size=tok.vocab_size, embed_size=32, hidden_size=96, num_layers=3,
+                                   last_layer_size=32)).to("cuda").eval()
+    gen = TextGenerator(model, tok)
+
+    def run(dec):
+        job = gen.new_job(dec, ["ROMEO:", "O", "KING:\nNo"], dict(max_new_tokens=50, temperature=0.9, seed=2))
+        list(job.run())
+        return job.results()
+
+    steps = run(lstmgen.generation.SamplingDecoder(model, block_steps=0))
+    dec = lstmgen.generation.SamplingDecoder(model, block_steps=16)
+    for _ in range(3):  # eager, capture, replay
+        got = run(dec)
+        assert [r.token_ids for r in got] == [r.token_ids for r in steps]
+        for a, b in zip(got, steps):
+            assert torch.allclose(a.state.h, b.state.h, atol=1e-5) and torch.allclose(a.state.c, b.state.c, atol=1e-5)
+    assert all(b.graph is not None for b in dec._blocks.blocks.values())

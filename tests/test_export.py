@@ -61,3 +61,18 @@ def test_cli_export(tiny_model_dir, tmp_path):
 
     assert main(["export", "onnx", str(tiny_model_dir), str(tmp_path / "m.onnx")]) == 0
     assert (tmp_path / "m.onnx").stat().st_size > 10_000
+
+
+def test_a_mogrifier_model_is_refused(tiny_model_dir, tmp_path):
+    """The exported step runs the plain LSTM equations: a Mogrifier LSTM would export as another model."""
+    from lstmgen.errors import UserInputError
+    from lstmgen.export import export_onnx
+    from lstmgen.models import LanguageModel, LMConfig
+    from lstmgen.pipelines import TextGenerator
+
+    tok = lstmgen.load(tiny_model_dir).tokenizer
+    model = LanguageModel(LMConfig(vocab_size=tok.vocab_size, hidden_size=8, num_layers=1, backend="reference",
+                                   mogrifier_rounds=2))
+    with pytest.raises(UserInputError, match="Mogrifier"):
+        export_onnx(TextGenerator(model, tok), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()

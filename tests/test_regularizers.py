@@ -170,5 +170,6 @@ def test_presets_load(name):
     assert set(flat) <= recipe_keys | train_keys
     recipe = LMRecipe(out="x", **{k: v for k, v in flat.items() if k in recipe_keys},
                       train=TrainConfig(**{k: v for k, v in flat.items() if k in train_keys}))
-    LMConfig(vocab_size=10, **{k: getattr(recipe, k) for k in ("hidden_size", "num_layers", "dropout",
-                                                               "weight_drop", "locked_dropout")})
+    LMConfig(vocab_size=10, **{k: getattr(recipe, k) for k in ("embed_size", "hidden_size", "num_layers",
+                                                               "last_layer_size", "dropout", "weight_drop",
+                                                               "locked_dropout")})

@@ -77,3 +77,15 @@ def test_png_and_cli(tiny_model_dir, tmp_path, capsys):
 
 def test_png_directly(tr, tmp_path):
     assert write_png(tr, tmp_path / "x.png", top=2).stat().st_size > 5_000
+
+
+def test_a_mogrifier_model_is_refused(tiny):
+    """The read-out runs the plain LSTM equations, which are not a Mogrifier LSTM's."""
+    from lstmgen.errors import UserInputError
+    from lstmgen.models import LanguageModel, LMConfig
+    from lstmgen.pipelines import TextGenerator
+
+    model = LanguageModel(LMConfig(vocab_size=tiny.tokenizer.vocab_size, hidden_size=8, num_layers=1,
+                                   backend="reference", mogrifier_rounds=2))
+    with pytest.raises(UserInputError, match="Mogrifier"):
+        trace(TextGenerator(model, tiny.tokenizer), TEXT)
