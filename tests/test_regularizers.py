@@ -120,17 +120,41 @@ def test_ntasgd_triggers_and_averages(tmp_path):
         t._maybe_trigger({"valid_loss": loss})
         assert t.avg is None
     t._maybe_trigger({"valid_loss": 3.7})  # worse than the best before the last 2 validations (3.0)
-    assert t.avg is not None and t.avg_n == 1
+    assert t.avg is not None and t.avg.count == 1
     w0 = model.embedding.weight.detach().clone()
     with torch.no_grad():
         model.embedding.weight.add_(3.0)
-    t._average()
+    t.avg.fold()
     with torch.no_grad():
         model.embedding.weight.add_(3.0)
-    t._average()
-    assert torch.allclose(t.avg["embedding.weight"], w0 + 3.0)  # mean of w0, w0 + 3, w0 + 6
-    t._swap_average()
+    t.avg.fold()
+    assert torch.allclose(t.avg.mean["embedding.weight"], w0 + 3.0)  # mean of w0, w0 + 3, w0 + 6
+    t.avg.swap()
     assert torch.allclose(model.embedding.weight, w0 + 3.0)
+
+
+def test_an_averaged_run_resumes_where_it_stopped(tmp_path):
+    """The running mean and its count go into the checkpoint: 10 + 10 resumed steps = 20 steps in one go."""
+    from lstmgen.data import TokenArray
+
+    tokens = TokenArray(torch.randint(0, 20, (2000,), generator=torch.Generator().manual_seed(0)).numpy(), 2000)
+
+    def trainer(out, steps):
+        torch.manual_seed(0)
+        model = LanguageModel(LMConfig(vocab_size=20, hidden_size=8, num_layers=1, dropout=0.0))
+        return Trainer(model, tokens, None, TrainConfig(optimizer="asgd", batch_size=2, bptt=5, lr=0.5,
+                                                        max_steps=steps, warmup_steps=0, schedule="constant",
+                                                        log_every=5), out)
+
+    whole = trainer(tmp_path / "whole", 20)
+    whole.fit()
+    trainer(tmp_path / "parts", 10).fit()
+    rest = trainer(tmp_path / "parts", 20)
+    assert rest.resume() and rest.avg.count == 11 and rest.step == 10
+    rest.fit()
+    assert whole.avg.count == rest.avg.count == 21
+    for p, q in zip(whole.model.parameters(), rest.model.parameters()):  # both end on the averaged weights
+        assert torch.allclose(p, q, atol=1e-6)
 
 
 def test_awd_style_language_model_trains_resumes_and_fine_tunes(corpus_file, tmp_path):

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ..data import TokenArray
 from ..errors import UserInputError
 from ..serial import tied_aliases
+from .averaging import WeightAverage, stalled
 from .checkpoint import (
     atomic_save_tensors,
     load_checkpoint,
@@ -137,18 +138,17 @@ class Trainer:
         self.state = self.task.initial_state(self.model, self.device)
         # Averaged SGD (ntasgd, asgd): the running mean of the weights since averaging began, its count,
         # and the validation losses that trigger it.
-        self.avg: Optional[Dict[str, torch.Tensor]] = None
-        self.avg_n = 0
+        self.avg: Optional[WeightAverage] = None
         self.val_history: List[float] = []
         if config.optimizer == "asgd":
-            self._start_average()
+            self.avg = WeightAverage(self.model)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         c = self.cfg
         # Layer groups with their own learning-rate scale (discriminative fine-tuning), or one group.
         params = self.model.param_groups(c.discriminative_lr) if hasattr(self.model, "param_groups") \
             else list(self.model.parameters())
-        if c.optimizer in ("ntasgd", "asgd"):  # plain SGD steps; the averaging is done here (_average)
+        if c.optimizer in ("ntasgd", "asgd"):  # plain SGD steps; the averaging is done here (averaging.py)
             return torch.optim.SGD(params, lr=c.lr, weight_decay=c.weight_decay)
         if c.optimizer == "sgd":
             return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
@@ -208,7 +208,7 @@ class Trainer:
                     run_n = ok.float() + run_n
                 elif ok:
                     if self.avg is not None:
-                        self._average()
+                        self.avg.fold()
                     self.state = state
                     run_loss += shown[0] if shown else loss.detach()
                     run_n += 1
@@ -271,7 +271,7 @@ class Trainer:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         elif self.avg is not None:  # no validation: the averaged weights are the result of averaged SGD
-            self._swap_average()
+            self.avg.swap()
         if main:
             self.plot()
         return {"steps": self.step, "epochs": round(self.epoch + self.window / len(self.task), 3),
@@ -344,7 +344,7 @@ class Trainer:
 
     def _evaluate(self) -> Dict:
         if self.avg is not None:  # averaged SGD is judged (and kept) with the averaged weights
-            self._swap_average()
+            self.avg.swap()
         try:
             record = self.task.evaluate(self.model, self.device)
             if self.task.better(record, self.best):
@@ -357,29 +357,9 @@ class Trainer:
                 self.bad_evals += 1
         finally:
             if self.avg is not None:
-                self._swap_average()
+                self.avg.swap()
         self._maybe_trigger(record)
         return record
-
-    # -- averaged SGD (Polyak & Juditsky 1992; NT-ASGD: Merity et al. 2017, section 3) --------------------
-    def _start_average(self) -> None:
-        self.avg = {n: p.detach().clone() for n, p in self.model.named_parameters()}
-        self.avg_n = 1
-
-    def _average(self) -> None:
-        """Fold the weights after this step into the running mean."""
-        self.avg_n += 1
-        with torch.no_grad():
-            for n, p in self.model.named_parameters():
-                self.avg[n].add_(p.detach() - self.avg[n], alpha=1.0 / self.avg_n)
-
-    def _swap_average(self) -> None:
-        """Exchange the model's weights and the averaged ones (twice restores both)."""
-        with torch.no_grad():
-            for n, p in self.model.named_parameters():
-                tmp = p.detach().clone()
-                p.copy_(self.avg[n])
-                self.avg[n].copy_(tmp)
 
     def _maybe_trigger(self, record: Dict) -> None:
         """NT-ASGD: start averaging once the validation loss is worse than the best of the validations
@@ -387,9 +367,8 @@ class Trainer:
         loss = record.get("valid_loss")
         if self.cfg.optimizer != "ntasgd" or self.avg is not None or loss is None:
             return
-        k = self.cfg.nonmono
-        if len(self.val_history) > k and loss > min(self.val_history[:-k]):
-            self._start_average()
+        if stalled(self.val_history, loss, self.cfg.nonmono):
+            self.avg = WeightAverage(self.model)
             tqdm.write(f"lstmgen: step {self.step}: validation stopped improving; averaging the weights from "
                        "here on (NT-ASGD)", file=sys.stderr)
         self.val_history.append(loss)
@@ -424,13 +403,14 @@ class Trainer:
         if states is not None:
             tensors["state.h"], tensors["state.c"] = states
         if self.avg is not None:
-            tensors.update({f"avg.{k}": v for k, v in self.avg.items()})
+            tensors.update({f"avg.{k}": v for k, v in self.avg.mean.items()})
         tensors["rng.cpu"] = torch.get_rng_state()
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         meta = {"trainer": json.dumps({"step": self.step, "window": self.window, "epoch": self.epoch,
                                        "elapsed": self.elapsed, "best": self.best, "bad_evals": self.bad_evals,
-                                       "lr_scale": self.lr_scale, "avg_n": self.avg_n,
+                                       "lr_scale": self.lr_scale,
+                                       "avg_n": self.avg.count if self.avg is not None else 0,
                                        "world": self.dist.world, "windows": len(self.task),
                                        "val_history": self.val_history, "config": self.cfg.to_dict()}),
                 "optimizer": opt_meta}
@@ -475,8 +455,8 @@ class Trainer:
         self.lr_scale = info.get("lr_scale", 1.0)
         self.val_history = info.get("val_history", [])
         if any(k.startswith("avg.") for k in tensors):
-            self.avg = {k[4:]: v.to(self.device) for k, v in tensors.items() if k.startswith("avg.")}
-            self.avg_n = info.get("avg_n", 1)
+            mean = {k[4:]: v.to(self.device) for k, v in tensors.items() if k.startswith("avg.")}
+            self.avg = WeightAverage(self.model, mean, info.get("avg_n", 1))
         if self.dist.main:
             self._truncate_log()
         return True
