@@ -131,3 +131,15 @@ def test_cuda_graph_blocks_of_a_narrower_top_layer_give_the_eager_tokens():
         for a, b in zip(got, steps):
             assert torch.allclose(a.state.h, b.state.h, atol=1e-5) and torch.allclose(a.state.c, b.state.c, atol=1e-5)
     assert all(b.graph is not None for b in dec._blocks.blocks.values())
+
+
+def test_training_from_host_batches_matches_the_streams_on_the_gpu(tmp_path):
+    """A token stream too big for the GPU stays on the host: its windows go over in pinned memory,
+    asynchronously, and the run is the one the streams on the GPU give."""
+    on_gpu = make_trainer(tmp_path / "gpu")
+    on_gpu.fit()
+    from_host = make_trainer(tmp_path / "host")
+    from_host.task.batcher.grid = None  # as when the streams do not fit (StreamBatcher.to_device)
+    assert not from_host.task.batch(0, 0)[0].is_cuda
+    from_host.fit()
+    assert abs(from_host.best["valid_loss"] - on_gpu.best["valid_loss"]) < 1e-3

@@ -196,7 +196,7 @@ class Trainer:
                 if c.gradual_unfreezing and self.epoch != unfrozen_for and hasattr(self.model, "unfreeze_top"):
                     self.model.unfreeze_top(self.epoch + 1)  # the head alone first, one group more per epoch
                     unfrozen_for = self.epoch
-                batch = [t.to(self.device, non_blocking=True) for t in self.task.batch(self.epoch, self.window)]
+                batch = [self._to_device(t) for t in self.task.batch(self.epoch, self.window)]
                 loss, state, n_tokens, *shown = self.task.loss(self.net, batch, self.state, use_amp)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -277,6 +277,14 @@ class Trainer:
         return {"steps": self.step, "epochs": round(self.epoch + self.window / len(self.task), 3),
                 "minutes": round(self.elapsed / 60, 2), "best": self.best, "interrupted": interrupted,
                 "stopped_early": stopped_early}
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """A batch tensor on the training device. From the host to a GPU through page-locked memory, so that
+        the copy runs asynchronously while the GPU works (torch's caching host allocator reuses a pinned
+        buffer only once its copy is done); the LM's token stream usually sits on the GPU already."""
+        if self.device.type == "cuda" and t.device.type == "cpu":
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True)
 
     def _estimate_total(self) -> int:
         p = self.progress()
