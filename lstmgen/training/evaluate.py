@@ -27,14 +27,15 @@ def stateful_loss(model: LanguageModel, ids, batch_size: int = 10, bptt: int = 2
     batch_size = max(1, min(batch_size, (len(ids) - 1)))
     batcher = StreamBatcher(ids, batch_size, bptt)
     state = model.init_state(batch_size, device)
-    total, count = 0.0, 0
+    total, count = _accumulator(device), 0
     for k in range(len(batcher)):
         x, y = (t.to(device) for t in batcher.window(k))
         logits, state = model(x, state)
-        total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
+        # summed on the device, read once at the end: no wait for the GPU after every window
+        total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
         count += y.numel()
         state = detach_state(state)
-    return total, count
+    return total.item(), count
 
 
 @torch.no_grad()
@@ -43,13 +44,19 @@ def windowed_loss(model: LanguageModel, ids, window: int = 256, batch_size: int 
     """Total nats and targets over non-overlapping `window`-token windows, each from a zero state."""
     model.eval()
     x_all, y_all = zero_state_windows(ids, window)
-    total, count = 0.0, 0
+    total, count = _accumulator(device), 0
     for i in range(0, len(x_all), batch_size):
         x, y = x_all[i:i + batch_size].to(device), y_all[i:i + batch_size].to(device)
         logits, _ = model(x)
-        total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
+        total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
         count += y.numel()
-    return total, count
+    return total.item(), count
+
+
+def _accumulator(device) -> torch.Tensor:
+    """A zero to sum losses into on `device`: float64 as Python's floats are (MPS has no float64)."""
+    dtype = torch.float32 if torch.device(device).type == "mps" else torch.float64
+    return torch.zeros((), dtype=dtype, device=device)
 
 
 def summarize(total: float, count: int, tokens_per_char: float) -> Dict[str, float]:
