@@ -8,7 +8,8 @@ from .errors import (  # noqa: E402
            ModelFolderError,
            UserInputError,
 )
-from .pipelines import TextGenerator, bundled_models, load  # noqa: E402
+from .folder import bundled_models  # noqa: E402
+from .pipelines import TextGenerator, load  # noqa: E402
 
 __all__ = ["__version__", "load", "TextGenerator", "bundled_models", "LstmgenError", "UserInputError",
            "DataNotFoundError", "ChecksumError", "ModelFolderError"]

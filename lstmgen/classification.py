@@ -146,13 +146,13 @@ class TextClassifier:
                 "labels": self.labels, "prep": self.prep.to_dict(), "tokenizer": self.tokenizer.kind, **self.info}
 
     def save_pretrained(self, out_dir) -> Path:
-        from .pipelines import save_folder
+        from .folder import save_folder
 
         return save_folder(out_dir, self.model, self.tokenizer.hf.to_str(pretty=True), self.config_dict())
 
     @classmethod
     def from_pretrained(cls, name_or_dir, *, device: Optional[str] = None, backend: Optional[str] = None):
-        from .pipelines import load_weights, open_folder
+        from .folder import load_weights, open_folder
 
         d, config = open_folder(name_or_dir)
         try:

@@ -340,7 +340,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .pipelines import read_json, resolve_model_dir
+    from .folder import read_json, resolve_model_dir
     from .recipes import evaluate_folder, sample_report
 
     folder = resolve_model_dir(args.model)

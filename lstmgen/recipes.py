@@ -13,9 +13,10 @@ import torch
 
 from .data import Corpus, open_corpus, token_cache
 from .errors import UserInputError
+from .folder import read_json
 from .generation import GenerationConfig
 from .models import LanguageModel, LMConfig
-from .pipelines import TextGenerator, read_json
+from .pipelines import TextGenerator
 from .tokenizers import KINDS, Tokenizer
 from .training import CHECKPOINT, LOG, TrainConfig, Trainer, evaluate_lm, pick_device
 from .training.distributed import barrier, init_distributed

@@ -166,7 +166,7 @@ class Translator:
                 "shared_vocab": self.shared_vocab, "tokenizer": self.src_tok.kind, **self.info}
 
     def save_pretrained(self, out_dir) -> Path:
-        from .pipelines import save_folder
+        from .folder import save_folder
 
         out = save_folder(out_dir, self.model, self.src_tok.hf.to_str(pretty=True), self.config_dict())
         if not self.shared_vocab:
@@ -177,7 +177,7 @@ class Translator:
 
     @classmethod
     def from_pretrained(cls, name_or_dir, *, device: Optional[str] = None, backend: Optional[str] = None):
-        from .pipelines import load_weights, open_folder, read_json
+        from .folder import load_weights, open_folder, read_json
 
         d, config = open_folder(name_or_dir)
         try:

@@ -5,7 +5,7 @@ import math
 import pytest
 
 import lstmgen
-from lstmgen.pipelines import PRETRAINED_DIR, bundled_models
+from lstmgen.folder import PRETRAINED_DIR, bundled_models
 from lstmgen.recipes import evaluate_folder
 
 

@@ -30,6 +30,16 @@ def test_num_beams_1_equals_greedy_and_beams_rank(gen):
     assert outs[0].score * 30 >= lp(None) - 1e-4
 
 
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_no_new_tokens_gives_the_prompt_back(gen, num_beams):
+    """max_new_tokens=0: the empty continuation, finish reason "length", as many as were asked for."""
+    for prompt in ("", "KING:"):
+        one = gen.generate(prompt, max_new_tokens=0, num_beams=num_beams)
+        assert str(one) == prompt and one.token_ids == [] and one.finish_reason == "length"
+        two = gen.generate(prompt, max_new_tokens=0, num_beams=num_beams, num_return_sequences=2)
+        assert [r.token_ids for r in two] == [[], []]
+
+
 def test_no_repeat_ngram_leaves_no_repeated_ngram(gen):
     plain = greedy(gen, n=150).token_ids
     grams = lambda ids, n: [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]  # noqa: E731

@@ -5,7 +5,7 @@ import json
 from huggingface_hub import ModelCard
 
 import lstmgen
-from lstmgen.pipelines import resolve_model_dir
+from lstmgen.folder import resolve_model_dir
 
 
 def card_of(folder):

@@ -267,7 +267,7 @@ def test_scores():
 def test_tied_weights_are_stored_once(tmp_path):
     from safetensors.torch import load_file
 
-    from lstmgen.pipelines import load_weights, state_dict_for_saving
+    from lstmgen.folder import load_weights, state_dict_for_saving
 
     m = tiny(attention="bahdanau", copy=True, share_embeddings=True)
     sd = state_dict_for_saving(m)

@@ -81,6 +81,8 @@ def beam_search(model: LanguageModel, prompt: Sequence[int], cfg: GenerationConf
             ids = history.tokens[b][history.prompt_lens[b]:]
             if ids:
                 finished.append(SequenceOutput(ids, "length", logps[b], score=score(float(beam_scores[b]), len(ids))))
+    if not finished:  # no step ran (max_new_tokens 0, or max_time spent first): the empty continuation
+        finished = [SequenceOutput([], "length", [], score=0.0) for _ in range(cfg.num_return_sequences)]
     finished.sort(key=lambda o: o.score, reverse=True)
     best = finished[: cfg.num_return_sequences]
     for o in best:

@@ -5,7 +5,8 @@ from pathlib import Path
 from typing import Dict, Sequence
 
 from ..errors import UserInputError
-from ..pipelines import bundled_models, load, resolve_model_dir
+from ..folder import bundled_models, resolve_model_dir
+from ..pipelines import load
 from .config import ServerConfig
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lstmgen.data import TokenArray
+from lstmgen.folder import state_dict_for_saving
 from lstmgen.models import LanguageModel, LMConfig
-from lstmgen.pipelines import state_dict_for_saving
 from lstmgen.training import TrainConfig, Trainer
 from lstmgen.training.checkpoint import load_checkpoint
 
