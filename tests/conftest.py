@@ -64,6 +64,22 @@ def tiny_model_dir(tmp_path_factory, corpus_file) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def awd_model_dir(tmp_path_factory, corpus_file) -> Path:
+    """A small model of AWD-LSTM's shape (a top layer as narrow as the embedding) and regularizers."""
+    from lstmgen.recipes import LMRecipe, train_lm
+    from lstmgen.training import TrainConfig
+
+    out = tmp_path_factory.mktemp("models") / "awd"
+    recipe = LMRecipe(data=str(corpus_file), out=str(out), embed_size=16, hidden_size=32, num_layers=3,
+                      last_layer_size=16, dropout=0.3, dropout_embedding=0.1, weight_drop=0.3, locked_dropout=True,
+                      train=TrainConfig(batch_size=8, bptt=24, max_steps=200, eval_every=100, log_every=20,
+                                        warmup_steps=5, lr=2e-2, ar=2.0, tar=1.0))
+    result = train_lm(recipe, command="pytest fixture")
+    assert result["metrics"]["loss"] < 3.0  # it learns (uniform over this character set: about 3.4)
+    return out
+
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 

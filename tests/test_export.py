@@ -7,11 +7,12 @@ import torch
 import lstmgen
 
 
-@pytest.fixture(scope="module")
-def exported(tiny_model_dir, tmp_path_factory):
+@pytest.fixture(scope="module", params=["tiny_model_dir", "awd_model_dir"])
+def exported(request, tmp_path_factory):
+    """The tiny model, and one of AWD-LSTM's shape (its narrower top layer's state padded in h and c)."""
     from lstmgen.export import export_onnx
 
-    gen = lstmgen.load(tiny_model_dir)
+    gen = lstmgen.load(request.getfixturevalue(request.param))
     path = export_onnx(gen, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
     return gen, ort.InferenceSession(str(path)), path
 

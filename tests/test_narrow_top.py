@@ -1,8 +1,7 @@
 """AWD-LSTM's shape: a top layer narrower than the others (last_layer_size), tied to the embedding without a
 projection. Its state is padded to the common width; every path that runs the model agrees with the others:
-the sequence, step by step, the packed prefill, the equations backend, decoding blocks, ONNX and the gate
-read-out."""
-import numpy as np
+the sequence, step by step, the packed prefill, the equations backend, decoding blocks and the gate read-out
+(the ONNX export: tests/test_export.py)."""
 import pytest
 import torch
 
@@ -10,23 +9,8 @@ import lstmgen
 from lstmgen.errors import UserInputError
 from lstmgen.generation import SamplingDecoder
 from lstmgen.models import LanguageModel, LMConfig
-from lstmgen.training import TrainConfig
 
-AWD_SHAPE = dict(embed_size=16, hidden_size=32, num_layers=3, last_layer_size=16)
-
-
-@pytest.fixture(scope="module")
-def awd_dir(corpus_file, tmp_path_factory):
-    from lstmgen.recipes import LMRecipe, train_lm
-
-    out = tmp_path_factory.mktemp("awd") / "lm"
-    recipe = LMRecipe(data=str(corpus_file), out=str(out), dropout=0.3, dropout_embedding=0.1, weight_drop=0.3,
-                      locked_dropout=True, **AWD_SHAPE,
-                      train=TrainConfig(batch_size=8, bptt=24, max_steps=200, eval_every=100, log_every=20,
-                                        warmup_steps=5, lr=2e-2, ar=2.0, tar=1.0))
-    result = train_lm(recipe, command="test")
-    assert result["metrics"]["loss"] < 3.0  # it learns (uniform over this character set: about 3.4)
-    return out
+AWD_SHAPE = dict(embed_size=16, hidden_size=32, num_layers=3, last_layer_size=16)  # as conftest's awd_model_dir
 
 
 def _model(**kw) -> LanguageModel:
@@ -84,8 +68,8 @@ def test_the_hidden_dropout_applies_between_the_stack_and_the_top(locked):
     assert m.lstm_top.weight_hh_l0.grad.abs().sum() > 0 and m.lstm.weight_hh_l0.grad.abs().sum() > 0
 
 
-def test_decoding_blocks_equal_step_by_step(awd_dir):
-    gen = lstmgen.load(awd_dir)
+def test_decoding_blocks_equal_step_by_step(awd_model_dir):
+    gen = lstmgen.load(awd_model_dir)
 
     def run(block_steps):
         dec = SamplingDecoder(gen.model, block_steps=block_steps, graphs=False)
@@ -101,34 +85,23 @@ def test_decoding_blocks_equal_step_by_step(awd_dir):
     assert one.token_ids == step[0].token_ids  # one row on CPU: the matrix-vector path
 
 
-def test_onnx_export_and_gate_read_out_match_the_model(awd_dir, tmp_path):
-    import onnxruntime as ort
-
-    from lstmgen.export import export_onnx
+def test_the_gate_read_out_matches_the_model(awd_model_dir):
     from lstmgen.visualize import trace
 
-    gen = lstmgen.load(awd_dir)
-    sess = ort.InferenceSession(str(export_onnx(gen, tmp_path / "awd.onnx")))
-    ids = torch.randint(0, gen.model.config.vocab_size, (2, 11), generator=torch.Generator().manual_seed(2))
-    h = torch.zeros(3, 2, 32)
-    with torch.no_grad():
-        ref, (rh, rc) = gen.model(ids, (h, h))
-    got, gh, gc = sess.run(None, {"input_ids": ids.numpy(), "h0": h.numpy(), "c0": h.numpy()})
-    np.testing.assert_allclose(got, ref[:, -1].numpy(), atol=1e-4, rtol=1e-4)
-    np.testing.assert_allclose(gh, rh.numpy(), atol=1e-5)
-    np.testing.assert_allclose(gc, rc.numpy(), atol=1e-5)
-
+    gen = lstmgen.load(awd_model_dir)
     tr = trace(gen, "KING:\nthe queen")
     with torch.no_grad():
         _, (h, c) = gen.model(torch.tensor([tr.ids]))
     assert torch.allclose(tr.acts["h"][:, -1], h[:, 0], atol=1e-5)
     assert torch.allclose(tr.acts["c"][:, -1], c[:, 0], atol=1e-5)
+    assert not tr.acts["h"][-1, :, 16:].any()  # the top layer has 16 units; the rest of its row reads 0
 
 
-def test_a_classifier_cannot_start_from_it(awd_dir, tmp_path):
+def test_a_classifier_cannot_start_from_it(awd_model_dir, tmp_path):
     from lstmgen.classification import ClassifierRecipe, train_classifier
 
     data = tmp_path / "labels.csv"
     data.write_text("text,label\n" + "".join(f"the king {i},a\nthe queen {i},b\n" for i in range(20)))
     with pytest.raises(UserInputError, match="last_layer_size"):
-        train_classifier(ClassifierRecipe(data=f"{data}:text:label", out=str(tmp_path / "clf"), init_from=str(awd_dir)))
+        train_classifier(ClassifierRecipe(data=f"{data}:text:label", out=str(tmp_path / "clf"),
+                                          init_from=str(awd_model_dir)))
