@@ -56,6 +56,8 @@ LM_FLAGS = {
     "lr": (float, "peak learning rate (default 2e-3)"),
     "optimizer": (str, "adamw | sgd | ntasgd | asgd | rmsprop (default adamw)"),
     "momentum": (float, "SGD momentum (default 0.9)"),
+    "beta1": (float, "AdamW's gradient-mean decay (default 0.9; 0: no momentum, as Melis et al. trained LSTM LMs)"),
+    "beta2": (float, "AdamW's squared-gradient decay (default 0.99)"),
     "nonmono": (int, "NT-ASGD: averaging starts after this many validations without a new best (default 5)"),
     "ar": (float, "activation regularization (AWD-LSTM 2; default 0)"),
     "tar": (float, "temporal activation regularization (AWD-LSTM 1; default 0)"),

@@ -137,6 +137,27 @@ def test_ctrl_c_then_resume_is_bit_exact(tmp_path):
     assert steps == [5, 10, 15, 20, 25, 30, 35, 40]
 
 
+def test_adamw_betas_are_settings(tmp_path):
+    """beta1 = 0 (Melis et al.'s AdamW without momentum) reaches the optimizer from the config and the CLI, and
+    still learns the periodic sequence."""
+    from lstmgen.cli import _settings, build_parser
+    from lstmgen.errors import UserInputError
+
+    ids = [i % 7 for i in range(6000)]
+    torch.manual_seed(0)
+    model = LanguageModel(LMConfig(vocab_size=7, hidden_size=32, num_layers=1, dropout=0.0))
+    cfg = TrainConfig(batch_size=8, bptt=20, lr=1e-2, max_steps=150, eval_every=50, log_every=10, warmup_steps=5,
+                      beta1=0.0, beta2=0.999)
+    trainer = Trainer(model, tokens(ids), tokens(ids[:800]), cfg, tmp_path)
+    assert trainer.opt.param_groups[0]["betas"] == (0.0, 0.999)
+    assert trainer.fit()["best"]["valid_loss"] < 0.05
+    args = build_parser().parse_args(["train", "lm", "--data", "x", "--out", "y", "--beta1", "0"])
+    assert _settings(args)["beta1"] == 0.0
+    for bad in (dict(beta1=1.0), dict(beta2=-0.1)):
+        with pytest.raises(UserInputError, match="beta"):
+            TrainConfig(**bad)
+
+
 def test_log_records_and_plot(tmp_path):
     trainer = _trainer(tmp_path, "log", 20)
     trainer.fit()

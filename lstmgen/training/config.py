@@ -25,6 +25,9 @@ class TrainConfig(JSONConfig):
             fine-tuning stage).
         weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
         momentum: SGD momentum.
+        beta1 / beta2: AdamW's decay rates of its gradient mean and square estimates. beta1 = 0 (no
+            momentum, as in RMSProp) is what Melis et al. (2018, 2019) trained their LSTM language models
+            with.
         warmup_steps: linear warm-up from 0 to lr.
         schedule: "cosine" (down to min_lr_ratio * lr at the end of the budget) or "constant".
         min_lr_ratio: the cosine schedule's floor as a fraction of lr.
@@ -66,6 +69,8 @@ class TrainConfig(JSONConfig):
     optimizer: str = "adamw"
     weight_decay: float = 0.1
     momentum: float = 0.9
+    beta1: float = 0.9
+    beta2: float = 0.99
     warmup_steps: int = 100
     schedule: str = "cosine"
     min_lr_ratio: float = 0.05
@@ -107,6 +112,10 @@ class TrainConfig(JSONConfig):
         check_range("ar", self.ar, 0.0)
         check_range("tar", self.tar, 0.0)
         check_range("discriminative_lr", self.discriminative_lr, 1.0)
+        for name in ("beta1", "beta2"):
+            check_range(name, getattr(self, name), 0.0, 1.0)
+            if getattr(self, name) >= 1.0:
+                raise UserInputError(f"{name} must be < 1, got {getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:
             raise UserInputError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:

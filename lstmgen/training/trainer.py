@@ -156,7 +156,7 @@ class Trainer:
             return torch.optim.RMSprop(params, lr=c.lr, alpha=0.9, eps=1e-7, weight_decay=c.weight_decay)
         # The fused kernel: one pass over the weights on GPU and on CPU (4x the foreach version's speed on
         # CPU here), and it takes `found_inf`, which keeps the skip of a NaN step off the host.
-        return torch.optim.AdamW(params, lr=c.lr, betas=(0.9, 0.99), weight_decay=c.weight_decay, fused=True)
+        return torch.optim.AdamW(params, lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=c.weight_decay, fused=True)
 
     # -- budget ------------------------------------------------------------------------------------
     def progress(self) -> float:
