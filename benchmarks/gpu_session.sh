@@ -67,8 +67,10 @@ if [ "${1:-}" = awd ]; then
     # 8.8 minutes of training (evaluations included) within the goal's 9, so that loading, the final save
     # and the test pass fit the call's 10 minutes
     rm -rf /tmp/awd  # a run left there would need --resume
+    # AWD_ARGS: more flags for the run (e.g. AWD_ARGS="--beta1 0.9 --beta2 0.99" for AdamW with momentum)
+    # shellcheck disable=SC2086
     step awd-ptb 570 python3 -m lstmgen train lm --config configs/awd-lstm-ptb-9min.toml --max-minutes "${AWD_MINUTES:-8.8}" \
-        --out /tmp/awd
+        --out /tmp/awd ${AWD_ARGS:-}
     step awd-ptb-test 30 python3 -m lstmgen eval /tmp/awd --data ptb --split test
     cp /tmp/awd/training_log.jsonl /tmp/awd/loss.png "$OUT"/ 2>/dev/null
     exit 0
