@@ -7,13 +7,21 @@ a crash mid-write leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from safetensors.torch import load_file, save_file
+from tqdm import tqdm
 
 from ..atomic import atomic_path
+from ..serial import tied_aliases
+from .averaging import WeightAverage
+from .distributed import barrier, gather_rows
+
+CHECKPOINT = "checkpoint.safetensors"
+LOG = "training_log.jsonl"
 
 
 def atomic_save_tensors(path: Path, tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> None:
@@ -55,3 +63,102 @@ def load_checkpoint(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
     return load_file(str(path)), meta
+
+
+class Checkpointing:
+    """The Trainer's checkpoint and resume (a mixin: it reads and sets the Trainer's model, optimizer,
+    counters, carried state, best weights and weight average)."""
+
+    def save_checkpoint(self) -> None:
+        """Everything needed to continue exactly from here, in one atomically written file.
+
+        Weights with a NaN or inf are never saved: the previous checkpoint stays.
+        """
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            tqdm.write("lstmgen: weights are not finite; checkpoint not written (the previous one stays)",
+                       file=sys.stderr)
+            return
+        # Every rank's carried state, in rank order (a collective: all ranks are here).
+        states = None if self.state is None else tuple(gather_rows(self.dist, t) for t in self.state)
+        if not self.dist.main:
+            barrier(self.dist)  # the others go on once rank 0 has written the file
+            return
+        aliases = tied_aliases(self.model)  # a tied weight is stored once
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items() if k not in aliases}
+        if self.best_state is not None:
+            tensors.update({f"best.{k}": v for k, v in self.best_state.items() if k not in aliases})
+        opt_tensors, opt_meta = optimizer_to_tensors(self.opt)
+        tensors.update(opt_tensors)
+        if states is not None:
+            tensors["state.h"], tensors["state.c"] = states
+        if self.avg is not None:
+            tensors.update({f"avg.{k}": v for k, v in self.avg.mean.items()})
+        tensors["rng.cpu"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        meta = {"trainer": json.dumps({"step": self.step, "window": self.window, "epoch": self.epoch,
+                                       "elapsed": self.elapsed, "best": self.best, "bad_evals": self.bad_evals,
+                                       "lr_scale": self.lr_scale,
+                                       "avg_n": self.avg.count if self.avg is not None else 0,
+                                       "world": self.dist.world, "windows": len(self.task),
+                                       "val_history": self.val_history, "config": self.cfg.to_dict()}),
+                "optimizer": opt_meta}
+        atomic_save_tensors(self.out / CHECKPOINT, tensors, meta)
+        barrier(self.dist)
+
+    def resume(self) -> bool:
+        """Continue from out_dir's checkpoint if there is one; returns whether it did."""
+        path = self.out / CHECKPOINT
+        if not path.exists():
+            return False
+        tensors, meta = load_checkpoint(path)
+        info = json.loads(meta["trainer"])
+
+        def weights(prefix: str) -> Dict[str, torch.Tensor]:
+            sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            for alias, name in tied_aliases(self.model).items():
+                sd[alias] = sd[name]
+            return sd
+
+        self.model.load_state_dict(weights("model."))
+        if any(k.startswith("best.") for k in tensors):
+            self.best_state = {k: v.to(self.device) for k, v in weights("best.").items()}
+        optimizer_from_tensors(self.opt, tensors, meta["optimizer"])
+        self.step, self.window, self.epoch = info["step"], info["window"], info["epoch"]
+        world = info.get("world", 1)
+        if "state.h" in tensors and world == self.dist.world:  # this rank's rows of the carried state
+            B = tensors["state.h"].shape[1] // world
+            rows = slice(self.dist.rank * B, (self.dist.rank + 1) * B)
+            self.state = (tensors["state.h"][:, rows].to(self.device), tensors["state.c"][:, rows].to(self.device))
+        elif world != self.dist.world:
+            # Another world size cuts the text into other shards: continue at the same fraction of the
+            # epoch, from a zero state (the state of other streams means nothing here).
+            self.window = int(info["window"] / max(info.get("windows", len(self.task)), 1) * len(self.task))
+            self.state = self.task.initial_state(self.model, self.device)
+            tqdm.write(f"lstmgen: resuming with {self.dist.world} processes instead of {world}: the carried LSTM "
+                       "state starts from zero", file=sys.stderr)
+        torch.set_rng_state(tensors["rng.cpu"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.elapsed, self.best, self.bad_evals = info["elapsed"], info["best"], info["bad_evals"]
+        self.lr_scale = info.get("lr_scale", 1.0)
+        self.val_history = info.get("val_history", [])
+        if any(k.startswith("avg.") for k in tensors):
+            mean = {k[4:]: v.to(self.device) for k, v in tensors.items() if k.startswith("avg.")}
+            self.avg = WeightAverage(self.model, mean, info.get("avg_n", 1))
+        if self.dist.main:
+            self._truncate_log()
+        return True
+
+    def _truncate_log(self) -> None:
+        """Drop log lines written after the checkpoint, so a resumed log has each step once."""
+        path = self.out / LOG
+        if path.exists():
+            keep: List[str] = []
+            for line in path.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= self.step:
+                        keep.append(line)
+                except (ValueError, KeyError, TypeError):  # a line cut short by a crash mid-write
+                    continue
+            path.write_text("".join(ln + "\n" for ln in keep))
