@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--data", help="data set name, file, folder, glob, file.csv:column, file.jsonl:field, "
                                    "or sqlite:path.db:SELECT ...")
     lm.add_argument("--out", help="the model folder to write")
-    lm.add_argument("--config", help="a TOML file of settings (flags override it)")
+    lm.add_argument("--config", help="a TOML file of settings, or a bundled preset's name (awd-lstm-ptb, "
+                                     "ptb-medium, ...; flags override it)")
     lm.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     _add_flags(lm, LM_FLAGS)
 

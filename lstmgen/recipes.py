@@ -7,7 +7,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 
@@ -206,15 +206,26 @@ def evaluate_folder(model_dir: str, data: str, split: str = "valid", *, batch_si
     return {"model": str(model_dir), "data": data, "split": split, **metrics}
 
 
+PRESETS_DIR = Path(__file__).parent / "configs"  # the repository's configs/, shipped in the package
+
+
+def presets() -> List[str]:
+    """The names of the bundled presets (configs/*.toml): `--config NAME` works from any install."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml")) if PRESETS_DIR.is_dir() else []
+
+
 def load_toml(path: str) -> dict:
-    """A TOML config file as a dict (tomllib on 3.11+, tomli before)."""
+    """A TOML config file, or a bundled preset by name, as a dict (tomllib on 3.11+, tomli before)."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
     p = Path(path)
+    if not p.is_file() and path in presets():
+        p = PRESETS_DIR / f"{path}.toml"
     if not p.is_file():
-        raise UserInputError(f"config file {path} not found; check the path")
+        raise UserInputError(f"config file {path} not found; give a TOML file or a preset name "
+                             f"({', '.join(presets()) or 'none installed'})")
     try:
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:

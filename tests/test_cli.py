@@ -15,6 +15,25 @@ def cli(*args, env=None):
                           env={**os.environ, **(env or {})}, timeout=300)
 
 
+def test_presets_by_name(tmp_path, corpus_file):
+    """`--config NAME` finds a preset shipped in the package (an installed lstmgen has no configs/ folder)."""
+    from pathlib import Path
+
+    from lstmgen.recipes import load_toml, presets
+
+    repo = Path(__file__).parent.parent / "configs"
+    assert presets() == sorted(p.stem for p in repo.glob("*.toml")) and "awd-lstm-ptb" in presets()
+    for name in presets():
+        assert load_toml(name) == load_toml(str(repo / f"{name}.toml"))
+    out = tmp_path / "small"  # the preset's settings, shrunk by flags (flags win)
+    assert main(["train", "lm", "--config", "ptb-small", "--data", str(corpus_file), "--tokenizer", "char",
+                 "--out", str(out), "--max-steps", "3", "--max-epochs", "1", "--eval-every", "3"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["hidden_size"] == 200 and cfg["training"]["config"]["optimizer"] == "sgd"
+    r = cli("train", "lm", "--config", "no-such-preset", "--data", corpus_file, "--out", tmp_path / "x")
+    assert r.returncode == 2 and "ptb-medium" in r.stderr
+
+
 def test_train_generate_eval_end_to_end(tmp_path, corpus_file, capsys):
     toml = tmp_path / "small.toml"
     toml.write_text('[model]\nhidden-size = 48\nnum_layers = 1\n[train]\nbatch_size = 8\nbptt = 32\n'
