@@ -103,6 +103,7 @@ GEN_FLAGS = {
     "seed": (int, "random seed: the same seed gives the same text"),
     "eos-token-id": (int, "token id that ends a sequence"),
     "logprobs": ("flag", "include per-token log-probabilities (with --json)"),
+    "top-logprobs": (int, "with --logprobs: also the N most likely tokens at each step, 0-20 (with --json)"),
     "no-early-stopping": ("flag", "beam search: run every beam to the end"),
 }
 
@@ -336,6 +337,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
                    "token_ids": r.token_ids}
             if r.logprobs is not None:
                 rec["logprobs"] = r.logprobs
+            if r.top_logprobs:  # per step, token text -> log-probability (OpenAI's completions form)
+                dec = gen.tokenizer.decode
+                rec["top_logprobs"] = [{dec([i]): v for i, v in step.items()} for step in r.top_logprobs]
             print(json.dumps(rec, ensure_ascii=False))
         else:
             print(("\n---\n" if i else "") + r.text)

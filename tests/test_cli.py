@@ -110,11 +110,14 @@ def test_generate_options_json_prompt_file_and_stdin(tiny_model_dir, tmp_path):
     (tmp_path / "prompts.txt").write_text("KING:\n\nQUEEN:\n")
     r = cli("generate", tiny_model_dir, "--prompt-file", tmp_path / "prompts.txt", "--num-samples", "2",
             "--max-new-tokens", "30", "--seed", "3", "--json", "--logprobs", "--repetition-penalty", "1.3",
-            "--no-repeat-ngram-size", "4", "--stop", "zzz", "--logit-bias", '{"5": -2}')
+            "--no-repeat-ngram-size", "4", "--stop", "zzz", "--logit-bias", '{"5": -2}', "--top-logprobs", "3")
     assert r.returncode == 0, r.stderr
     recs = [json.loads(line) for line in r.stdout.splitlines()]
     assert [x["prompt"] for x in recs] == ["KING:", "KING:", "QUEEN:", "QUEEN:"]
     assert all(len(x["logprobs"]) == len(x["token_ids"]) == 30 and x["finish_reason"] == "length" for x in recs)
+    for x in recs:  # the 3 most likely tokens at each step, by text; the chosen one is at most as likely
+        assert len(x["top_logprobs"]) == 30 and all(len(step) == 3 for step in x["top_logprobs"])
+        assert all(lp <= max(step.values()) + 1e-6 for lp, step in zip(x["logprobs"], x["top_logprobs"]))
     piped = subprocess.run([sys.executable, "-m", "lstmgen", "generate", str(tiny_model_dir), "--max-new-tokens",
                             "20", "--temperature", "0", "--no-stream"], input="KING:", capture_output=True,
                            text=True, timeout=300)
