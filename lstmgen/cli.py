@@ -73,6 +73,8 @@ LM_FLAGS = {
     "eval-every": (int, "steps between validations and checkpoints (default 250)"),
     "checkpoint-every": (int, "steps between checkpoints, if rarer than validations (default: each validation)"),
     "patience": (int, "early stopping: validations without improvement"),
+    "eval-batch-size": (int, "streams the validation text is cut into when scored (AWD-LSTM: 10; default 10)"),
+    "max-bad-steps": (int, "non-finite steps in a row (each skipped) before rolling back (default 5)"),
     "log-every": (int, "steps between log lines (default 25)"),
     "seed": (int, "random seed (default 1337)"),
     "device": (str, "auto | cpu | cuda | cuda:N | mps (default auto)"),

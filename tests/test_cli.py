@@ -15,6 +15,24 @@ def cli(*args, env=None):
                           env={**os.environ, **(env or {})}, timeout=300)
 
 
+def test_every_setting_has_a_flag():
+    """A new field of the generation, training or LM settings needs its flag (or a reason to have none)."""
+    from dataclasses import fields
+
+    from lstmgen.cli import GEN_FLAGS, LM_FLAGS
+    from lstmgen.generation import GenerationConfig
+    from lstmgen.recipes import LMRecipe
+    from lstmgen.training import TrainConfig
+
+    flags = {k.replace("-", "_") for k in (*GEN_FLAGS, *LM_FLAGS)}
+    # given otherwise: --data/--out as arguments of their own, --no-amp, --no-tie-weights, --no-early-stopping;
+    # the layer-group schedules belong to the classifier (lstmgen train classify has their flags)
+    otherwise = {"data", "out", "train", "amp", "tie_weights", "early_stopping", "discriminative_lr",
+                 "gradual_unfreezing"}
+    settings = {f.name for cls in (GenerationConfig, TrainConfig, LMRecipe) for f in fields(cls)}
+    assert settings - otherwise <= flags, sorted(settings - otherwise - flags)
+
+
 def test_presets_by_name(tmp_path, corpus_file):
     """`--config NAME` finds a preset shipped in the package (an installed lstmgen has no configs/ folder)."""
     from pathlib import Path
