@@ -44,7 +44,7 @@ def raw_loop(model: LanguageModel, ids: torch.Tensor, batch: int, bptt: int, ste
             t0 = time.perf_counter()
         k = (i * bptt) % (streams.shape[1] - bptt - 1)
         x, y = streams[:, k:k + bptt], streams[:, k + 1:k + bptt + 1]
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits, state = model(x, state)
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         opt.zero_grad(set_to_none=True)
@@ -61,7 +61,7 @@ def ours(model: LanguageModel, ids: np.ndarray, batch: int, bptt: int, steps: in
     """lstmgen's Trainer for the same number of steps (no validation); returns tokens/s. With `compile`,
     the forward and loss go through torch.compile (compiled during the warm-up steps, not timed)."""
     cfg = TrainConfig(batch_size=batch, bptt=bptt, lr=1e-3, max_steps=steps + 2, warmup_steps=0,
-                      log_every=10**9, eval_every=10**9, device=str(device), amp=amp, compile=compile)
+                      log_every=10**9, eval_every=10**9, device=str(device), amp=amp, cpu_amp=amp, compile=compile)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(model, TokenArray(ids, len(ids)), None, cfg, out)
         # The plot and the final checkpoint happen once per run, not per step: leave them out of the rate.
@@ -87,7 +87,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", nargs="*", help="config names to run")
-    ap.add_argument("--amp", action="store_true", help="bf16 autocast in both loops (CUDA)")
+    ap.add_argument("--amp", action="store_true",
+                    help="bf16 autocast in both loops (CUDA; CPUs with native bf16: AVX512-BF16, AMX)")
     ap.add_argument("--compile", action="store_true",
                     help="also lstmgen with torch.compile around the LSTM (TrainConfig.compile), as a third column")
     ap.add_argument("--profile", action="store_true",

@@ -68,7 +68,7 @@ class LMTask:
         """(loss to minimize, the state to carry, tokens scored, the cross-entropy to log)."""
         x, y = batch
         c = self.cfg
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
             out = model(x, state, return_hidden=bool(c.ar or c.tar))
         loss, ce = self._loss(out[0], y, out[2] if c.ar or c.tar else None, c.ar, c.tar)
         if c.variable_bptt:  # a shorter window takes a smaller step (AWD-LSTM scales the learning rate)
@@ -162,7 +162,7 @@ class ClassifyTask:
 
     def loss(self, model, batch, state, amp: bool):
         ids, lengths, y = batch
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(ids, lengths.cpu())
         return self._logits_loss(logits, y), None, int(lengths.sum())
 
@@ -349,7 +349,7 @@ class Seq2SeqTask:
     def _losses(self, model, batch, amp: bool) -> Tuple[Tensor, Tensor, int]:
         """(training loss summed over target tokens, negative log-likelihood summed, tokens)."""
         src, src_len, tgt_in, tgt_out, tgt_len = batch
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        with torch.autocast(src.device.type, dtype=torch.bfloat16, enabled=amp):
             logp, _, cov = model(src, src_len, tgt_in)
         mask = (torch.arange(tgt_in.shape[1], device=tgt_in.device)[None, :] < tgt_len.to(tgt_in.device)[:, None])
         nll = -logp.gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1)

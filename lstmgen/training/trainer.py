@@ -62,6 +62,16 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX), where oneDNN's bf16 LSTM and matrix
+    products can beat float32 (TrainConfig.cpu_amp). Linux only; elsewhere False."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
     """Linear warm-up over warmup_steps, then cosine from lr to min_lr_ratio * lr as progress goes 0 -> 1."""
     if step < cfg.warmup_steps:
@@ -93,6 +103,9 @@ class Trainer(Checkpointing):
         self.device = device_for(self.dist, pick_device(config.device))
         torch.manual_seed(config.seed)
         self.model = model.to(self.device)
+        if config.cpu_amp and config.amp and self.device.type == "cpu" and not native_bf16_cpu() and self.dist.main:
+            tqdm.write("lstmgen: this CPU has no bf16 arithmetic (AVX512-BF16, AMX): bf16 autocast (cpu_amp) "
+                       "will likely train slower than float32", file=sys.stderr)
         if config.compile:
             if not hasattr(model, "compile_parts"):
                 raise UserInputError("compile applies to language models (TrainConfig.compile)")
@@ -171,7 +184,7 @@ class Trainer(Checkpointing):
         log = open(self.out / LOG, "a", encoding="utf-8") if main else None  # rank 0 alone writes
         bar = tqdm(total=self._estimate_total(), initial=self.step, unit="step", dynamic_ncols=True,
                    desc="train", mininterval=1.0, disable=not main)
-        use_amp = c.amp and self.device.type == "cuda"
+        use_amp = c.amp and (self.device.type == "cuda" or (self.device.type == "cpu" and c.cpu_amp))
         run_loss = torch.zeros((), device=self.device)
         run_n, run_tokens, t_last = 0, 0, time.perf_counter()
         t0 = time.perf_counter() - self.elapsed
