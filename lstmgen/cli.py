@@ -175,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt-file", help="prompts, one per line ('-' reads standard input)")
     _add_flags(gen, GEN_FLAGS)
     gen.add_argument("--num-samples", type=int, dest="num_return_sequences", help="same as --num-return-sequences")
+    gen.add_argument("--dtype", choices=["float32", "bfloat16"], help="the weights' type while generating "
+                     "(bfloat16: faster on GPUs and on CPUs with AVX512-BF16 or AMX; default float32)")
     out = gen.add_mutually_exclusive_group()
     out.add_argument("--stream", action="store_true", default=None, help="print text as it is made "
                      "(the default on a terminal, for one prompt and one sample)")
@@ -323,7 +325,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         except json.JSONDecodeError:
             raise UserInputError('--logit-bias must be a JSON object, e.g. \'{"13": -100}\'') from None
     prompts = _read_prompts(args)
-    gen = load(args.model)
+    gen = load(args.model, **({"dtype": args.dtype} if args.dtype else {}))
     single = len(prompts) == 1 and (args.num_return_sequences or 1) == 1 and (args.num_beams or 1) == 1
     stream = args.stream if args.stream is not None else (sys.stdout.isatty() and not args.json)
     if stream and single:

@@ -133,6 +133,9 @@ def test_generate_options_json_prompt_file_and_stdin(tiny_model_dir, tmp_path):
     recs = [json.loads(line) for line in r.stdout.splitlines()]
     assert [x["prompt"] for x in recs] == ["KING:", "KING:", "QUEEN:", "QUEEN:"]
     assert all(len(x["logprobs"]) == len(x["token_ids"]) == 30 and x["finish_reason"] == "length" for x in recs)
+    r = cli("generate", tiny_model_dir, "--prompt", "KING:", "--max-new-tokens", "10", "--dtype", "bfloat16",
+            "--temperature", "0", "--no-stream")
+    assert r.returncode == 0 and r.stdout.startswith("KING:"), r.stderr
     for x in recs:  # the 3 most likely tokens at each step, by text; the chosen one is at most as likely
         assert len(x["top_logprobs"]) == 30 and all(len(step) == 3 for step in x["top_logprobs"])
         assert all(lp <= max(step.values()) + 1e-6 for lp, step in zip(x["logprobs"], x["top_logprobs"]))

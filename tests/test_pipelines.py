@@ -35,6 +35,28 @@ def test_round_trip_gives_identical_logits(tiny_model_dir, tmp_path):
     assert torch.allclose(gen.model(x)[0], loaded.model(x)[0], atol=2e-2)
 
 
+def test_bfloat16_generation(tiny_model_dir):
+    """dtype="bfloat16" loads bf16 weights; one row and a batch decode as they do step by step, with logits
+    close to float32's."""
+    fp32, bf16 = lstmgen.load(tiny_model_dir), lstmgen.load(tiny_model_dir, dtype="bfloat16")
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    x = torch.tensor([fp32.tokenizer.encode("KING:\nThe king")])
+    with torch.no_grad():
+        a, b = fp32.model(x)[0].float().log_softmax(-1), bf16.model(x)[0].float().log_softmax(-1)
+    assert (a - b).abs().mean() < 0.05 and (a.argmax(-1) == b.argmax(-1)).float().mean() > 0.8
+    one = bf16.generate("KING:", max_new_tokens=40, temperature=0)
+    ids = bf16.tokenizer.encode("KING:") + one.token_ids
+    with torch.no_grad():  # greedy: each token is the argmax of the bf16 model's logits over the text before it
+        logits = bf16.model(torch.tensor([ids]))[0][0].float()
+    # the sequence call and the steps may round near-ties differently; nearly every step agrees
+    agree = (logits[len(ids) - 41:-1].argmax(-1) == torch.tensor(one.token_ids)).float().mean()
+    assert agree > 0.9
+    many = bf16.generate(["KING:", "QUEEN:"], max_new_tokens=20, temperature=0.8, seed=3)
+    assert all(len(r.token_ids) == 20 or r.finish_reason != "length" for r in many)
+    with pytest.raises(UserInputError, match="dtype"):
+        lstmgen.load(tiny_model_dir, dtype="float16")
+
+
 def test_same_seed_same_text_and_seeds_differ(tiny_model_dir):
     gen = lstmgen.load(tiny_model_dir)
     a = gen.generate("KING:", max_new_tokens=80, temperature=1.0, seed=7)
