@@ -208,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "always served unless --no-bundled)")
     srv.add_argument("--no-bundled", action="store_true", help="serve only the models given")
     srv.add_argument("--device", default="cpu")
+    srv.add_argument("--dtype", choices=["float32", "bfloat16"], help="the language models' weights (bfloat16: "
+                     "faster on GPUs and on CPUs with AVX512-BF16 or AMX; default float32)")
     srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     from .server.config import ServerConfig
 
@@ -394,7 +396,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = {f.name: getattr(args, f.name) for f in fields(ServerConfig) if getattr(args, f.name) is not None}
     serve(args.models, ServerConfig(**settings), bundled=not args.no_bundled, device=args.device,
-          log_level=args.log_level)
+          log_level=args.log_level, dtype=args.dtype)
     return 0
 
 

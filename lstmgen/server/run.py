@@ -2,21 +2,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 from ..errors import UserInputError
-from ..folder import bundled_models, resolve_model_dir
-from ..pipelines import load
+from ..folder import bundled_models, read_json, resolve_model_dir
+from ..pipelines import MODEL_TYPE, load
 from .config import ServerConfig
 
 
-def load_models(names_or_dirs: Sequence[str], bundled: bool = True, device: str = "cpu") -> Dict[str, object]:
+def load_models(names_or_dirs: Sequence[str], bundled: bool = True, device: str = "cpu",
+                dtype: Optional[str] = None) -> Dict[str, object]:
     """Pipelines by the name clients use: a folder's name, or a bundled model's name.
 
     Args:
         names_or_dirs: model folders or bundled names.
         bundled: also serve the bundled models (shakespeare-char).
         device: where to put the models.
+        dtype: the language models' weights, "float32" or "bfloat16" (TextGenerator.from_pretrained); the
+            other pipelines stay float32.
     """
     models: Dict[str, object] = {}
     wanted = list(names_or_dirs) + [b for b in (bundled_models() if bundled else []) if b not in names_or_dirs]
@@ -24,14 +27,15 @@ def load_models(names_or_dirs: Sequence[str], bundled: bool = True, device: str 
         name = spec if spec in bundled_models() else Path(resolve_model_dir(spec)).resolve().name
         if name in models:
             raise UserInputError(f"two models are named {name!r}; rename one of the folders")
-        models[name] = load(spec, device=device)
+        is_lm = read_json(resolve_model_dir(spec) / "config.json").get("model_type", MODEL_TYPE) == MODEL_TYPE
+        models[name] = load(spec, device=device, **({"dtype": dtype} if dtype and is_lm else {}))
     if not models:
         raise UserInputError("no models to serve: give model folders, or drop --no-bundled")
     return models
 
 
 def serve(names_or_dirs: Sequence[str], config: ServerConfig, bundled: bool = True, device: str = "cpu",
-          log_level: str = "info") -> None:
+          log_level: str = "info", dtype: Optional[str] = None) -> None:
     """Serve until interrupted (blocks).
 
     The models are loaded and the engine (all torch work) runs on this, the main thread; the HTTP server
@@ -51,7 +55,7 @@ def serve(names_or_dirs: Sequence[str], config: ServerConfig, bundled: bool = Tr
             probe.bind((config.host, config.port))
         except OSError as e:
             raise UserInputError(f"cannot listen on {config.host}:{config.port}: {e.strerror}") from None
-    app = create_app(load_models(names_or_dirs, bundled, device), config, engine_thread=False)
+    app = create_app(load_models(names_or_dirs, bundled, device, dtype), config, engine_thread=False)
     engine = app.engine
     # uvicorn's own connection limit sits above ours, so that past max_concurrent_requests clients get
     # our 503 in the API's error shape; idle keep-alive connections close after 5 s.

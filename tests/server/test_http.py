@@ -191,3 +191,29 @@ def test_a_client_that_disconnects_mid_stream_frees_its_rows(make_server):
     asyncio.run(main())
     _wait_idle(s)
     assert post(s, GOOD).status_code == 200
+
+
+def test_bfloat16_language_models_serve(tiny_model_dir):
+    """`lstmgen serve --dtype bfloat16`: the language models load in bf16 and complete requests, greedy
+    and streamed."""
+    import torch
+
+    from lstmgen.server import ServerConfig
+    from lstmgen.server.run import load_models
+
+    from .conftest import LiveServer
+
+    models = load_models([str(tiny_model_dir)], bundled=True, dtype="bfloat16")
+    assert {next(m.model.parameters()).dtype for m in models.values()} == {torch.bfloat16}
+    s = LiveServer(models, ServerConfig(stream_interval=0.0))
+    try:
+        r = post(s, {"model": "tiny", "prompt": "KING:", "max_tokens": 20, "temperature": 0})
+        assert r.status_code == 200, r.text
+        greedy = models["tiny"].generate("KING:", max_new_tokens=20, temperature=0).completion
+        assert r.json()["choices"][0]["text"] == greedy
+        with httpx.stream("POST", s.url + "/v1/completions", timeout=30,
+                          json={"model": "shakespeare-char", "prompt": "ROMEO:", "max_tokens": 30, "stream": True,
+                                "seed": 1}) as resp:
+            assert resp.status_code == 200 and "data: [DONE]" in resp.read().decode()
+    finally:
+        s.stop()
