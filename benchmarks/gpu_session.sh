@@ -78,7 +78,7 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
 python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" >> "$OUT/gpu.txt" 2>&1
 cat "$OUT/gpu.txt"
-step checks 60 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
+step checks 90 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
 step generate 45 python3 benchmarks/generate.py --batches 1 1024 --tokens 500 --repeats 3
 step generate-bf16 45 python3 benchmarks/generate.py --batches 1 1024 --tokens 500 --repeats 3 --dtype bfloat16
 step train-fp32 70 python3 benchmarks/train.py --full --steps 15 --repeats 2
