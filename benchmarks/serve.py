@@ -9,7 +9,7 @@ p99 time to the first streamed token.
 The clients are plain asyncio sockets that look only for the first event and the usage chunk, so that
 they take as little of the machine as possible from the server.
 
-    python benchmarks/serve.py [--clients 64] [--seconds 30] [--max-tokens 256]
+    python benchmarks/serve.py [--clients 64] [--seconds 30] [--max-tokens 256] [--dtype bfloat16]
 """
 from __future__ import annotations
 
@@ -39,9 +39,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def offline_tokens_per_s(batch: int, max_tokens: int, temperature: float, repeats: int = 3) -> float:
+def offline_tokens_per_s(batch: int, max_tokens: int, temperature: float, dtype: str, repeats: int = 3) -> float:
     """generate() over `batch` prompts in one call: the best of `repeats`."""
-    gen = lstmgen.load(MODEL)
+    gen = lstmgen.load(MODEL, dtype=dtype)
     best = 0.0
     for r in range(repeats):
         t0 = time.perf_counter()
@@ -119,12 +119,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="the model's weights, served and offline alike")
     args = ap.parse_args()
     torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
-    before = offline_tokens_per_s(args.clients, args.max_tokens, args.temperature)
+    before = offline_tokens_per_s(args.clients, args.max_tokens, args.temperature, args.dtype)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lstmgen", "serve", "--port", str(port), "--log-level", "warning",
-                             "--max-batch", str(args.clients)])
+                             "--max-batch", str(args.clients), "--dtype", args.dtype])
     try:
         wait_ready(port, proc)
         asyncio.run(load(port, 4, 2.0, 16, args.temperature))  # warm-up
@@ -133,11 +135,12 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    after = offline_tokens_per_s(args.clients, args.max_tokens, args.temperature)
+    after = offline_tokens_per_s(args.clients, args.max_tokens, args.temperature, args.dtype)
     offline = max(before, after)
     q = statistics.quantiles(ttfts, n=100) if len(ttfts) >= 2 else [float("nan")] * 99
-    print(f"model {MODEL}; {args.clients} streaming clients for {args.seconds:g} s; max_tokens {args.max_tokens}; "
-          f"temperature {args.temperature}; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print(f"model {MODEL} in {args.dtype}; {args.clients} streaming clients for {args.seconds:g} s; "
+          f"max_tokens {args.max_tokens}; temperature {args.temperature}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads\n")
     print("| requests | errors | served tok/s | offline batch-64 tok/s | served / offline | TTFT p50 | TTFT p99 |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print(f"| {requests} | {len(errors)} | {served:,.0f} | {offline:,.0f} | {served / offline:.2f} | "
