@@ -9,8 +9,8 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import List
 
+from .cli_io import input_lines
 from .errors import UserInputError
 
 
@@ -109,24 +109,6 @@ def cmd_train_seq2seq(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_lines(args: argparse.Namespace) -> List[str]:
-    """Texts from the arguments and --input; blank input lines stay (as blank outputs), so line i of the
-    output always answers line i of the input."""
-    texts = list(args.texts)
-    if args.input:
-        try:
-            fh = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
-            with fh:
-                texts += [line.rstrip("\n") for line in fh]
-        except OSError as e:
-            raise UserInputError(f"--input {args.input}: {e.strerror}; check the path") from None
-        except UnicodeDecodeError as e:
-            raise UserInputError(f"--input {args.input}: not UTF-8 at byte {e.start}") from None
-    if not texts:
-        raise UserInputError("give texts as arguments or --input FILE ('-' for standard input)")
-    return texts
-
-
 def cmd_translate(args: argparse.Namespace) -> int:
     from .pipelines import load
     from .translation import Translator
@@ -134,7 +116,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     pipe = load(args.model)
     if not isinstance(pipe, Translator):
         raise UserInputError(f"{args.model} is not a seq2seq model folder (it is a {pipe.task} model)")
-    texts = _read_lines(args)
+    texts = input_lines(args.texts, args.input, keep_blank=True)  # line i of the output answers line i
     opts = {k: getattr(args, k) for k in ("num_beams", "length_penalty", "no_repeat_ngram_size", "max_new_tokens",
                                           "min_new_tokens", "temperature", "top_p", "seed")}
     opts = {k: v for k, v in opts.items() if v is not None}

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-from typing import List
 
+from .cli_io import input_lines, read_text
 from .errors import UserInputError
 
 # flag -> (type, help), as in cli.py; these settings go to the recipes' dataclasses.
@@ -99,22 +98,11 @@ def cmd_train_tag(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_texts(args: argparse.Namespace) -> List[str]:
-    texts = list(args.texts)
-    if args.input:
-        fh = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
-        with fh:
-            texts += [line.rstrip("\n") for line in fh if line.strip()]
-    if not texts:
-        raise UserInputError("give texts, or --input FILE (one per line; - for standard input)")
-    return texts
-
-
 def cmd_tag(args: argparse.Namespace) -> int:
     from .pipelines import load
     from .tagging import Tagger
 
-    texts = _read_texts(args)
+    texts = input_lines(args.texts, args.input)
     tagger = load(args.model)
     if not isinstance(tagger, Tagger):
         raise UserInputError(f"{args.model} is not a tagger folder (it is a {tagger.task} model)")
@@ -131,7 +119,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from .classification import TextClassifier
     from .pipelines import load
 
-    texts = _read_texts(args)
+    texts = input_lines(args.texts, args.input)
     clf = load(args.model)
     if not isinstance(clf, TextClassifier):
         raise UserInputError(f"{args.model} is not a classifier folder (it is a {clf.task} model)")
@@ -148,15 +136,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .pipelines import load
     from .visualize import find_cells, parse_cells, trace, write_png, write_report
 
-    if args.text is not None:
-        text = args.text
-    elif args.text_file == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            text = open(args.text_file, encoding="utf-8").read()
-        except (OSError, UnicodeDecodeError) as e:
-            raise UserInputError(f"--text-file {args.text_file}: {e}") from None
+    text = args.text if args.text is not None else read_text(args.text_file, "--text-file")
     try:
         cells = parse_cells(args.cells)
         tr = trace(load(args.model), text)

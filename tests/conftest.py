@@ -83,9 +83,12 @@ def awd_model_dir(tmp_path_factory, corpus_file) -> Path:
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's headless chromium through Playwright (`playwright install` cannot download here)."""
+    """Debian's headless chromium through Playwright (`playwright install` cannot download here).
+
+    Per module, not per session: Playwright's sync API keeps an asyncio loop running in the main thread
+    while it is open, and `asyncio.run` in any later test (the server's soak test) would then fail."""
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI"):
             pytest.fail("CI must install Debian's chromium (.ci/run does: apt-get install -y chromium)")

@@ -19,7 +19,7 @@ def test_every_setting_has_a_flag():
     """A new field of the generation, training or LM settings needs its flag (or a reason to have none)."""
     from dataclasses import fields
 
-    from lstmgen.cli import GEN_FLAGS, LM_FLAGS
+    from lstmgen.cli_lm import GEN_FLAGS, LM_FLAGS
     from lstmgen.generation import GenerationConfig
     from lstmgen.recipes import LMRecipe
     from lstmgen.training import TrainConfig

@@ -154,7 +154,8 @@ def test_bf16_autocast_on_the_cpu_when_asked(tmp_path, cpu_amp):
 def test_adamw_betas_are_settings(tmp_path):
     """beta1 = 0 (Melis et al.'s AdamW without momentum) reaches the optimizer from the config and the CLI, and
     still learns the periodic sequence."""
-    from lstmgen.cli import _settings, build_parser
+    from lstmgen.cli import build_parser
+    from lstmgen.cli_lm import _settings
     from lstmgen.errors import UserInputError
 
     ids = [i % 7 for i in range(6000)]

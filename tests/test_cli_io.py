@@ -1,0 +1,42 @@
+"""Texts named on the command line: arguments, files, standard input, and the one-line errors."""
+import io
+
+import pytest
+
+from lstmgen.cli import main
+from lstmgen.cli_io import input_lines, read_text
+from lstmgen.errors import UserInputError
+
+
+def test_lines_of_a_file(tmp_path):
+    f = tmp_path / "in.txt"
+    f.write_text("first\n\nthird \u2028 same line\x0c too\r\nlast\n", encoding="utf-8")
+    assert input_lines(["arg"], str(f)) == ["arg", "first", "third \u2028 same line\x0c too", "last"]
+    # kept blank lines keep the line numbers; the final newline does not add an empty text
+    assert input_lines([], str(f), keep_blank=True) == ["first", "", "third \u2028 same line\x0c too", "last"]
+
+
+def test_standard_input(monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("a\nb"))
+    assert input_lines([], "-") == ["a", "b"]
+
+
+@pytest.mark.parametrize("content, message", [(None, "No such file"), (b"ok\n\xff\xfe\n", "not UTF-8 at byte 3")])
+def test_unreadable_files_name_the_flag(tmp_path, content, message):
+    f = tmp_path / "in.txt"
+    if content is not None:
+        f.write_bytes(content)
+    with pytest.raises(UserInputError, match=f"--text-file {f}: {message}"):
+        read_text(str(f), "--text-file")
+
+
+def test_nothing_given():
+    with pytest.raises(UserInputError, match="give texts as arguments, or --input FILE"):
+        input_lines([], None)
+
+
+@pytest.mark.parametrize("command", ["classify", "tag"])
+def test_missing_input_file_exits_2_with_one_line(command, tmp_path, capsys):
+    assert main([command, "any-model", "--input", str(tmp_path / "missing.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lstmgen: error: --input ") and "check the path" in err and err.count("\n") == 1
