@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 import torch
 
 from .data import Corpus, open_corpus, token_cache
-from .errors import UserInputError
+from .errors import UserInputError, check_range
 from .folder import read_json
 from .generation import GenerationConfig
 from .models import LanguageModel, LMConfig
@@ -197,6 +197,8 @@ def evaluate_folder(model_dir: str, data: str, split: str = "valid", *, batch_si
         window: length of the zero-state windows of the second figure.
         device: "auto", "cpu", "cuda", ...
     """
+    check_range("batch_size", batch_size, 1)
+    check_range("window", window, 1)
     gen = TextGenerator.from_pretrained(model_dir)
     valid_fraction = (gen.info.get("data") or {}).get("valid_fraction", 0.1)
     corpus: Corpus = open_corpus(data, valid_fraction=valid_fraction, encoding_errors=encoding_errors)

@@ -5,6 +5,7 @@ import math
 import pytest
 
 import lstmgen
+from lstmgen.errors import UserInputError
 from lstmgen.folder import PRETRAINED_DIR, bundled_models
 from lstmgen.recipes import evaluate_folder
 
@@ -34,3 +35,6 @@ def test_bundled_model_scores_on_tinyshakespeare(data_dir):
     r = evaluate_folder("shakespeare-char", "tinyshakespeare", "valid")
     assert r["window256_loss"] <= 1.45 and r["loss"] < r["window256_loss"]
     assert r["bpc"] == pytest.approx(r["loss"] / math.log(2))
+    for bad in ({"batch_size": 0}, {"window": 0}):  # named, not clamped to 1 or failing deep inside
+        with pytest.raises(UserInputError, match=next(iter(bad))):
+            evaluate_folder("shakespeare-char", "tinyshakespeare", "valid", **bad)

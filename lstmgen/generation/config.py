@@ -94,6 +94,8 @@ class GenerationConfig(JSONConfig):
                                  f"({self.num_beams}) in beam search")
         if any(not s for s in self.stop):
             raise UserInputError("stop strings must not be empty")
+        if any(not s for s in self.bad_words):
+            raise UserInputError("bad_words must not be empty strings")
 
     @property
     def greedy(self) -> bool:
