@@ -19,7 +19,7 @@ class ServerConfig(JSONConfig):
         max_concurrent_requests: HTTP requests being handled at once; past it, 503 with Retry-After.
         max_prompt_tokens: the longest prompt, in tokens (400 past it).
         max_tokens: the cap on max_tokens per request (400 past it).
-        max_n: the most sequences one request may ask for (n).
+        max_n: the most sequences one request may ask for per prompt (n, and best_of).
         max_body_bytes: the largest request body (413 past it).
         request_timeout: seconds a request may take, waiting included (503 past it; a stream ends with an
             error event).

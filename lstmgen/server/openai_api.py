@@ -2,7 +2,7 @@
 the shapes of the OpenAI completions API (choices, logprobs, usage)."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ..generation import GeneratedText, TextJob
 from .config import ServerConfig
@@ -56,14 +56,14 @@ class CompletionRun:
             raise ParamError(f"n must be <= {c.max_n} on this server, got {b.n}", "n")
         if b.max_tokens is not None and b.max_tokens > c.max_tokens:
             raise ParamError(f"max_tokens must be <= {c.max_tokens} on this server, got {b.max_tokens}", "max_tokens")
-        if len(prompts) * b.n > c.max_batch:
-            raise ParamError(f"{len(prompts)} prompts x n={b.n} is more than the {c.max_batch} sequences this "
-                             "server generates at once", "n")
+        self.per_prompt = self._check_best_of()
+        if len(prompts) * self.per_prompt > c.max_batch:
+            name = "best_of" if self.per_prompt > b.n else "n"
+            raise ParamError(f"{len(prompts)} prompts x {name}={self.per_prompt} is more than the {c.max_batch} "
+                             "sequences this server generates at once", name)
         if b.suffix:
             raise ParamError("suffix (insertion) is not supported: an LSTM language model reads left to right",
                              "suffix")
-        if b.best_of is not None and b.best_of != b.n:
-            raise ParamError("best_of other than n is not supported; use num_beams for a search", "best_of")
         self.prompt_ids = [tok.encode(p) for p in prompts]
         longest = max(len(i) for i in self.prompt_ids)
         if longest > c.max_prompt_tokens:
@@ -73,10 +73,30 @@ class CompletionRun:
         self.options = b.generation_options()
         if (b.num_beams or 1) > 1:
             self.options["num_return_sequences"] = b.n
+        if self.per_prompt > b.n:
+            self.options["logprobs"] = True  # they rank the candidates; the response shows them only if asked
         self.cfg, _ = self.pipeline._setup(self.options)  # raises UserInputError naming a bad option
-        self.rows = [p for p in prompts for _ in range(b.n)]
+        self.rows = [p for p in prompts for _ in range(self.per_prompt)]
         self.prompt_tokens = sum(len(i) for i in self.prompt_ids)
         self.prompt_scores: Optional[list] = None  # with echo and logprobs: set from score_prompts()
+
+    def _check_best_of(self) -> int:
+        """Sequences to generate per prompt: best_of (OpenAI: candidates made on the server, of which the n
+        with the highest log-probability per token are returned), else n."""
+        b = self.body
+        if b.best_of is None or b.best_of == b.n:
+            return b.n
+        if b.best_of < b.n:
+            raise ParamError(f"best_of ({b.best_of}) must be >= n ({b.n})", "best_of")
+        if b.best_of > self.config.max_n:
+            raise ParamError(f"best_of must be <= {self.config.max_n} on this server, got {b.best_of}", "best_of")
+        if b.stream:
+            raise ParamError("best_of > n cannot stream: the best candidates are known only when all are done",
+                             "best_of")
+        if (b.num_beams or 1) > 1:
+            raise ParamError("best_of > n does not combine with num_beams: beam search already returns its n best",
+                             "best_of")
+        return b.best_of
 
     @property
     def wants_prompt_logprobs(self) -> bool:
@@ -100,8 +120,9 @@ class CompletionRun:
             top = [None if t is None else {dec([i]): v for i, v in t.items()} for t in (tops or [None] * len(ids))]
         return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": top, "text_offset": offsets}
 
-    def _prompt_logprobs(self, i: int) -> dict:
-        ids, lps = self.prompt_scores[i // self.body.n]
+    def _prompt_logprobs(self, p: int) -> dict:
+        """The logprobs object of prompt p (with echo)."""
+        ids, lps = self.prompt_scores[p]
         return self._logprobs(ids, lps, [None] * len(ids), 0)
 
     @staticmethod
@@ -113,18 +134,31 @@ class CompletionRun:
     def response(self, results: Optional[List[GeneratedText]] = None, job: Optional[TextJob] = None) -> dict:
         """The response body for finished results (a job's, or beam search's)."""
         results = results if results is not None else job.results()
+        done = sum(len(r.token_ids) for r in results)  # every candidate's tokens count, as OpenAI bills best_of
         choices = []
-        for i, r in enumerate(results):
-            prefix = self.rows[i] if self.body.echo else ""
+        for i, (p, r) in enumerate(self._best(results)):
+            prefix = self.prompts[p] if self.body.echo else ""
             lp = None
             if self.body.logprobs is not None:
                 lp = self._logprobs(r.token_ids, r.logprobs or [], r.top_logprobs, len(prefix))
                 if self.prompt_scores is not None:
-                    lp = self._merge(self._prompt_logprobs(i), lp)
+                    lp = self._merge(self._prompt_logprobs(p), lp)
             choices.append({"text": prefix + r.completion, "index": i, "logprobs": lp,
                             "finish_reason": finish_reason(r.finish_reason)})
-        done = sum(len(r.token_ids) for r in results)
         return completion_body(self.id, self.body.model, choices, usage(self.prompt_tokens, done))
+
+    def _best(self, results: List[GeneratedText]) -> List[Tuple[int, GeneratedText]]:
+        """(prompt index, result) of the choices to return: per prompt its n results, or with best_of the n
+        candidates of highest mean log-probability per token, best first (an empty one ranks last)."""
+        k, n = len(results) // len(self.prompts), self.body.n
+        out = []
+        for p in range(len(self.prompts)):
+            group = results[p * k:(p + 1) * k]
+            if k > n:  # sorted() is stable: ties keep the order they were made in
+                group = sorted(group, key=lambda r: -sum(r.logprobs) / len(r.logprobs) if r.logprobs
+                               else float("inf"))[:n]
+            out += [(p, r) for r in group]
+        return out
 
     def beam(self) -> dict:
         """Beam search (num_beams > 1): run on its own, outside the shared batch."""
@@ -141,7 +175,7 @@ class CompletionRun:
             return []
         out = []
         for i, p in enumerate(self.rows):
-            lp = self._prompt_logprobs(i) if self.prompt_scores is not None else None
+            lp = self._prompt_logprobs(i // self.per_prompt) if self.prompt_scores is not None else None
             out.append(self._chunk(i, p, lp))
             self.offset[i] = len(p)
         return out

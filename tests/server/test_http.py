@@ -52,7 +52,10 @@ BAD = [
     ({**GOOD, "prompt": [99999]}, "prompt"),
     ({**GOOD, "prompt": "x" * 600}, "prompt"),
     ({**GOOD, "suffix": "end"}, "suffix"),
-    ({**GOOD, "best_of": 3}, "best_of"),
+    ({**GOOD, "n": 3, "best_of": 2}, "best_of"),
+    ({**GOOD, "best_of": 3, "stream": True}, "best_of"),
+    ({**GOOD, "best_of": 3, "num_beams": 2}, "best_of"),
+    ({**GOOD, "best_of": 100}, "best_of"),
     ({**GOOD, "frobnicate": 1}, "frobnicate"),
     ({**GOOD, "temperature": float("nan")}, None),
 ]

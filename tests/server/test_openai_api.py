@@ -57,6 +57,23 @@ def test_n_and_a_list_of_prompts(client, tiny):
     assert r.usage.completion_tokens == 60
 
 
+def test_best_of_returns_the_candidates_with_the_best_logprob_per_token(client, tiny):
+    r = client.completions.create(model="tiny", prompt=["KING:", "QUEEN:"], n=2, best_of=4, max_tokens=12, seed=9)
+    cands = tiny.generate(["KING:", "QUEEN:"], num_return_sequences=4, max_new_tokens=12, seed=9, temperature=1.0,
+                          top_p=1.0, logprobs=True)
+    mean = [sum(c.logprobs) / len(c.logprobs) for c in cands]
+    for p in range(2):  # per prompt: the 2 of its 4 candidates with the highest mean, best first
+        best = sorted(range(4 * p, 4 * p + 4), key=lambda i: -mean[i])[:2]
+        assert [c.text for c in r.choices[2 * p:2 * p + 2]] == [cands[i].completion for i in best]
+        assert mean[best[0]] > min(mean[4 * p:4 * p + 4])  # a real choice: not every candidate ties
+    assert [c.index for c in r.choices] == [0, 1, 2, 3] and r.choices[0].logprobs is None  # not asked for
+    assert r.usage.completion_tokens == 8 * 12  # every candidate's tokens, as OpenAI counts them
+    shown = client.completions.create(model="tiny", prompt="KING:", best_of=3, max_tokens=12, seed=9, logprobs=1,
+                                      echo=True)
+    lp = shown.choices[0].logprobs
+    assert shown.choices[0].text.startswith("KING:") and len(lp.tokens) == len(lp.token_logprobs)
+
+
 def test_stop_strings_cut_exactly(client):
     r = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=200, seed=1, stop=["\n", "the"])
     c = r.choices[0]
