@@ -30,6 +30,7 @@ from .generation import (
     SamplingDecoder,
     TextAssembler,
     TextJob,
+    TokenRules,
     beam_search,
 )
 from .models import LanguageModel, LMConfig
@@ -57,6 +58,7 @@ class TextGenerator:
         self.info = info or {}
         self._blocks: Dict[str, BlockCache] = {}  # per device type: graphs captured once, not per call
         self._blocks_lock = threading.Lock()
+        self._pieces: Optional[List[str]] = None  # each token's text, decoded once when DRY first needs it
 
     # -- generation --------------------------------------------------------------------------------
     @contextmanager
@@ -81,13 +83,20 @@ class TextGenerator:
         nl = nl if nl is not None else (self.tokenizer.encode("\n") or [0])[0]
         return [nl]
 
-    def _setup(self, options: dict):
-        """The options with the model's defaults, and the token sequences they ban (bad words, <unk>)."""
+    def _setup(self, options: dict) -> Tuple[GenerationConfig, TokenRules]:
+        """The options with the model's defaults, and what they mean in tokens: the sequences they ban (bad
+        words, <unk>) and, with DRY, the tokens that break a repeat."""
         cfg = self.generation_config.updated(**options)
-        bans = [ids for w in cfg.bad_words for ids in self._word_variants(w)]
+        bans = [tuple(ids) for w in cfg.bad_words for ids in self._word_variants(w)]
         if self.tokenizer.unk_id is not None:
-            bans.append([self.tokenizer.unk_id])
-        return cfg, bans
+            bans.append((self.tokenizer.unk_id,))
+        breakers: frozenset = frozenset()
+        if cfg.dry_multiplier and cfg.dry_sequence_breakers:
+            if self._pieces is None:
+                self._pieces = [self.tokenizer.decode([i]) for i in range(self.tokenizer.vocab_size)]
+            breakers = frozenset(i for i, piece in enumerate(self._pieces)
+                                 if any(s in piece for s in cfg.dry_sequence_breakers))
+        return cfg, TokenRules(tuple(bans), breakers)
 
     def new_job(self, decoder: SamplingDecoder, prompts: List[str], options: dict,
                 states: Optional[List[Optional[DecoderState]]] = None) -> TextJob:
@@ -99,12 +108,12 @@ class TextGenerator:
             options: GenerationConfig fields (num_beams must be 1).
             states: per-row states to continue from.
         """
-        cfg, bans = self._setup(options)
+        cfg, rules = self._setup(options)
         if cfg.num_beams > 1:
             raise UserInputError("beam search runs on its own, not in a shared batch; use generate()")
         states = states or [None] * len(prompts)
         ids = [self._prompt_ids(p, s) for p, s in zip(prompts, states)]
-        return TextJob(decoder, self.tokenizer, prompts, ids, cfg, bans, states)
+        return TextJob(decoder, self.tokenizer, prompts, ids, cfg, rules, states)
 
     def _word_variants(self, word: str) -> List[List[int]]:
         """A banned string as token sequences: as written and, for BPE, with a leading space."""
@@ -147,14 +156,15 @@ class TextGenerator:
             state: a `result.state` to continue from (one prompt only).
             **options: GenerationConfig fields (max_new_tokens, temperature, top_k, top_p, min_p,
                 typical_p, repetition_penalty, presence_penalty, frequency_penalty, no_repeat_ngram_size,
-                bad_words, logit_bias, num_beams, length_penalty, early_stopping, num_return_sequences,
-                stop, max_time, seed, logprobs, min_new_tokens, eos_token_id).
+                dry_multiplier, dry_base, dry_allowed_length, dry_penalty_last_n, dry_sequence_breakers,
+                bad_words, logit_bias, num_beams, length_penalty, early_stopping, num_return_sequences, stop,
+                max_time, seed, logprobs, min_new_tokens, eos_token_id).
         """
-        cfg, bans = self._setup(options)
+        cfg, rules = self._setup(options)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         n = cfg.num_return_sequences
         if cfg.num_beams > 1:
-            results = [r for p in prompts for r in self._beam(p, cfg, bans, state)]
+            results = [r for p in prompts for r in self._beam(p, cfg, rules, state)]
         else:
             rows = [p for p in prompts for _ in range(n)]
             with self._decoder() as decoder:
@@ -164,11 +174,11 @@ class TextGenerator:
                 results = job.results()
         return results[0] if isinstance(prompt, str) and n == 1 else results
 
-    def _beam(self, prompt: str, cfg: GenerationConfig, bans, state) -> List[GeneratedText]:
+    def _beam(self, prompt: str, cfg: GenerationConfig, rules: TokenRules, state) -> List[GeneratedText]:
         ids = self._prompt_ids(prompt, state)
         anchor = ids[-1] if ids else state.pending[-1]
         out = []
-        for o in beam_search(self.model, ids, cfg, bans, state):
+        for o in beam_search(self.model, ids, cfg, rules, state):
             asm = TextAssembler(self.tokenizer, anchor, cfg.stop)
             for i, tok in enumerate(o.token_ids):
                 asm.push(tok, check_stop=i + 1 > cfg.min_new_tokens)

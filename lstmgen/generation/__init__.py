@@ -5,8 +5,8 @@ from .config import GenerationConfig
 from .engine import Row, SamplingDecoder
 from .jobs import TextJob
 from .prefill import DecoderState, SequenceOutput, prefill
-from .processors import History, apply_processors, warp
+from .processors import History, TokenRules, apply_processors, warp
 from .text import GeneratedText, TextAssembler
 
 __all__ = ["BlockCache", "GenerationConfig", "DecoderState", "Row", "SamplingDecoder", "SequenceOutput", "beam_search",
-           "prefill", "TextJob", "History", "apply_processors", "warp", "GeneratedText", "TextAssembler"]
+           "prefill", "TextJob", "History", "TokenRules", "apply_processors", "warp", "GeneratedText", "TextAssembler"]

@@ -9,12 +9,12 @@ import torch
 from ..models import LanguageModel
 from .config import GenerationConfig
 from .prefill import DecoderState, SequenceOutput, prefill
-from .processors import History, apply_processors
+from .processors import History, TokenRules, apply_processors
 
 
 @torch.inference_mode()
 def beam_search(model: LanguageModel, prompt: Sequence[int], cfg: GenerationConfig,
-                bans: Sequence[Sequence[int]] = (), state: Optional[DecoderState] = None) -> List[SequenceOutput]:
+                rules: TokenRules = TokenRules(), state: Optional[DecoderState] = None) -> List[SequenceOutput]:
     """Beam search for one prompt; the best `num_return_sequences` hypotheses, best first.
 
     A hypothesis scores sum(logprob) / length ** length_penalty. With early_stopping, search ends once
@@ -27,7 +27,7 @@ def beam_search(model: LanguageModel, prompt: Sequence[int], cfg: GenerationConf
     logits = logits.repeat(K, 1)
     eos_id = cfg.eos_token_id
     history = History(logits.shape[-1], logits.device)
-    history.add([prompt] * K, cfg, bans, eos_id)
+    history.add([prompt] * K, cfg, rules, eos_id)
     beam_scores = torch.full((K,), float("-inf"), device=logits.device)
     beam_scores[0] = 0.0  # all beams start identical: expand only the first
     logps: List[List[float]] = [[] for _ in range(K)]

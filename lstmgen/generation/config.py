@@ -25,6 +25,15 @@ class GenerationConfig(JSONConfig):
         presence_penalty: subtract this from tokens generated at least once (OpenAI semantics).
         frequency_penalty: subtract this times the count of each generated token (OpenAI semantics).
         no_repeat_ngram_size: never produce an n-gram that is already in the text (0: off).
+        dry_multiplier: DRY, "don't repeat yourself" (p-e-w 2024; text-generation-webui, llama.cpp): a token
+            that would extend a repeat of the text's last dry_allowed_length or more tokens loses
+            dry_multiplier * dry_base ** (repeat length - dry_allowed_length) from its logit (0: off; 0.8 is
+            the usual value). Unlike no_repeat_ngram_size it allows short repeats and grows with the length.
+        dry_base: the growth of DRY's penalty per token of repeat (> 1).
+        dry_allowed_length: repeats up to this many tokens cost nothing.
+        dry_penalty_last_n: DRY looks back this many tokens (0: the whole text).
+        dry_sequence_breakers: strings that end a repeat (a token whose text holds one is never part of one),
+            so that names, line breaks and quotes may recur.
         bad_words: strings that must not appear in the output (banned as token sequences).
         logit_bias: token id -> value added to its logit (OpenAI semantics; ids may be given as strings).
         num_beams: beam search with this many beams (1: sampling or greedy).
@@ -52,6 +61,11 @@ class GenerationConfig(JSONConfig):
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     no_repeat_ngram_size: int = 0
+    dry_multiplier: float = 0.0
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_penalty_last_n: int = 0
+    dry_sequence_breakers: List[str] = field(default_factory=lambda: ["\n", ":", "\"", "*"])
     bad_words: List[str] = field(default_factory=list)
     logit_bias: Dict[int, float] = field(default_factory=dict)
     num_beams: int = 1
@@ -70,6 +84,8 @@ class GenerationConfig(JSONConfig):
             self.stop = [self.stop]
         if isinstance(self.bad_words, str):
             self.bad_words = [self.bad_words]
+        if isinstance(self.dry_sequence_breakers, str):
+            self.dry_sequence_breakers = [self.dry_sequence_breakers]
         try:
             self.logit_bias = {int(k): float(v) for k, v in (self.logit_bias or {}).items()}
         except (TypeError, ValueError):
@@ -85,6 +101,10 @@ class GenerationConfig(JSONConfig):
         check_range("presence_penalty", self.presence_penalty, -2.0, 2.0)
         check_range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)
         check_range("no_repeat_ngram_size", self.no_repeat_ngram_size, 0)
+        check_range("dry_multiplier", self.dry_multiplier, 0.0)
+        check_range("dry_base", self.dry_base, 1.0, low_open=True)
+        check_range("dry_allowed_length", self.dry_allowed_length, 1)
+        check_range("dry_penalty_last_n", self.dry_penalty_last_n, 0)
         check_range("num_beams", self.num_beams, 1)
         check_range("num_return_sequences", self.num_return_sequences, 1)
         check_range("max_time", self.max_time, 0.0, low_open=True)
@@ -96,6 +116,8 @@ class GenerationConfig(JSONConfig):
             raise UserInputError("stop strings must not be empty")
         if any(not s for s in self.bad_words):
             raise UserInputError("bad_words must not be empty strings")
+        if any(not s for s in self.dry_sequence_breakers):
+            raise UserInputError("dry_sequence_breakers must not be empty strings")
 
     @property
     def greedy(self) -> bool:

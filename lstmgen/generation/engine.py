@@ -20,7 +20,7 @@ from ..models import LanguageModel
 from .blocks import BlockCache, block_size
 from .config import GenerationConfig
 from .prefill import DecoderState, LSTMState, SequenceOutput, prefill
-from .processors import History, apply_processors, sample, warp
+from .processors import History, TokenRules, apply_processors, sample, warp
 from .uniforms import uniforms
 
 __all__ = ["DecoderState", "LSTMState", "Row", "SamplingDecoder", "SequenceOutput", "prefill"]
@@ -94,14 +94,14 @@ class SamplingDecoder:
         return len(self.rows)
 
     @torch.inference_mode()
-    def add(self, prompts: Sequence[Sequence[int]], cfg: GenerationConfig, bans: Sequence[Sequence[int]] = (),
+    def add(self, prompts: Sequence[Sequence[int]], cfg: GenerationConfig, rules: TokenRules = TokenRules(),
             states: Optional[Sequence[Optional[DecoderState]]] = None, owner: object = None) -> List[Row]:
         """Prefill new rows; they take part from the next step on.
 
         Args:
             prompts: prompt ids per row.
             cfg: the rows' options (cfg.eos_token_id ends a row).
-            bans: token sequences the rows must never produce (bad words, <unk>).
+            rules: token sequences the rows must never produce (bad words, <unk>), DRY's breakers.
             states: per-row DecoderState to continue from.
             owner: stored on each Row.
         """
@@ -145,7 +145,7 @@ class SamplingDecoder:
             self.state = (torch.cat([self.state[0], h], 1), torch.cat([self.state[1], c], 1))
         self.pending = torch.cat([self.pending, pending])
         self.has_pending += inline
-        self.history.add(prompts, cfg, bans, cfg.eos_token_id)
+        self.history.add(prompts, cfg, rules, cfg.eos_token_id)
         deadline = time.monotonic() + cfg.max_time if cfg.max_time else None
         new = [Row(SequenceOutput([], "length", [] if cfg.logprobs else None), cfg, owner, i, deadline,
                    feed=feeds[i][1:] if inline[i] else [])
@@ -363,7 +363,7 @@ class SamplingDecoder:
         """The steps of the next blocks and how many of them to run (0 steps: one step() instead).
 
         A block needs rows whose every choice can be made on the device: no penalties, n-gram or
-        multi-token bans, min_new_tokens or logprobs (blocks.py), no prompt still being read. Finished
+        multi-token bans, DRY, min_new_tokens or logprobs (blocks.py), no prompt still being read. Finished
         rows ride along unseen until they are half the batch, so that a batch is not re-captured each time
         one of its rows ends.
         """
@@ -371,7 +371,7 @@ class SamplingDecoder:
             return 0, 0
         h = self.history
         if h.seen is not None or any(len(seq) > 1 for bans in h.bans for seq in bans) or \
-                any(c.no_repeat_ngram_size or c.min_new_tokens or c.logprobs for c in h.cfgs):
+                any(c.no_repeat_ngram_size or c.min_new_tokens or c.logprobs or c.dry_multiplier for c in h.cfgs):
             return 0, 0
         active = [r for r in self.rows if r.active]
         if 2 * len(active) <= len(self.rows):

@@ -12,6 +12,7 @@ from ..tokenizers import Tokenizer
 from .config import GenerationConfig
 from .engine import Row, SamplingDecoder
 from .prefill import DecoderState
+from .processors import TokenRules
 from .text import GeneratedText, TextAssembler
 
 
@@ -24,19 +25,19 @@ class TextJob:
         prompts: the prompt texts (one per row; repeat a prompt for several sequences).
         prompt_ids: their ids.
         cfg: the options of every row.
-        bans: token sequences never to produce.
+        rules: token sequences never to produce, DRY's breakers.
         states: per-row DecoderState to continue from.
     """
 
     def __init__(self, decoder: SamplingDecoder, tokenizer: Tokenizer, prompts: Sequence[str],
-                 prompt_ids: Sequence[Sequence[int]], cfg: GenerationConfig, bans: Sequence[Sequence[int]] = (),
+                 prompt_ids: Sequence[Sequence[int]], cfg: GenerationConfig, rules: TokenRules = TokenRules(),
                  states: Optional[Sequence[Optional[DecoderState]]] = None) -> None:
         self.decoder, self.prompts, self.cfg = decoder, list(prompts), cfg
         states = list(states) if states else [None] * len(prompts)
         self.prompt_tokens = sum(len(i) for i in prompt_ids)
         self.texts = [TextAssembler(tokenizer, ids[-1] if ids else (s.pending[-1] if s else None), cfg.stop)
                       for ids, s in zip(prompt_ids, states)]
-        self.rows: List[Row] = decoder.add(prompt_ids, cfg, bans, states if any(states) else None, owner=self)
+        self.rows: List[Row] = decoder.add(prompt_ids, cfg, rules, states if any(states) else None, owner=self)
 
     def push(self, row: Row, token: Optional[int], last: bool = True) -> Tuple[int, str]:
         """Take `row`'s new token (None: the row ended without one); return (row.slot, the text that is

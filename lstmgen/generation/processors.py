@@ -10,8 +10,9 @@ typical-p, min-p) reshape the distribution for sampling only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,6 +24,19 @@ NEG_INF = float("-inf")
 def needs_counts(cfg: GenerationConfig) -> bool:
     """Whether a row with these options reads History.seen / History.counts (only the penalties do)."""
     return cfg.repetition_penalty != 1.0 or bool(cfg.presence_penalty or cfg.frequency_penalty)
+
+
+@dataclass(frozen=True)
+class TokenRules:
+    """What a request's options mean in the tokenizer's terms (TextGenerator works them out).
+
+    Args:
+        bans: token sequences never to produce (bad words, <unk>).
+        breakers: tokens that end a repeat for DRY (those whose text holds a dry_sequence_breakers string).
+    """
+
+    bans: Tuple[Tuple[int, ...], ...] = ()
+    breakers: FrozenSet[int] = frozenset()
 
 
 @dataclass
@@ -66,6 +80,7 @@ class History:
         self.prompt_lens: List[int] = []
         self.cfgs: List[GenerationConfig] = []
         self.bans: List[List[List[int]]] = []  # token sequences each row must not produce
+        self.breakers: List[FrozenSet[int]] = []  # tokens that end a repeat, per row (DRY)
         self.eos: List[Optional[int]] = []
         self.ngrams: List[Dict[Tuple[int, ...], Set[int]]] = []
         self.seen: Optional[Tensor] = None  # (B, V) token in the text; made when a row needs it
@@ -75,15 +90,16 @@ class History:
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def add(self, prompts: Sequence[Sequence[int]], cfg: GenerationConfig,
-            bans: Sequence[Sequence[int]] = (), eos_id: Optional[int] = None) -> None:
-        """New rows, one per prompt, all with the options `cfg` and the banned sequences `bans`."""
+    def add(self, prompts: Sequence[Sequence[int]], cfg: GenerationConfig, rules: TokenRules = TokenRules(),
+            eos_id: Optional[int] = None) -> None:
+        """New rows, one per prompt, all with the options `cfg` and the token rules `rules`."""
         start = len(self.tokens)
         for p in prompts:
             self.tokens.append(list(p))
             self.prompt_lens.append(len(p))
             self.cfgs.append(cfg)
-            self.bans.append([list(s) for s in bans if len(s)])
+            self.bans.append([list(s) for s in rules.bans if len(s)])
+            self.breakers.append(rules.breakers)
             self.eos.append(eos_id)
             self.ngrams.append({})
             b = len(self.tokens) - 1
@@ -137,7 +153,7 @@ class History:
         idx = list(idx)
         self.tokens = [list(self.tokens[i]) for i in idx]
         self.ngrams = [{k: set(v) for k, v in self.ngrams[i].items()} for i in idx]
-        for name in ("prompt_lens", "cfgs", "bans", "eos"):
+        for name in ("prompt_lens", "cfgs", "bans", "breakers", "eos"):
             setattr(self, name, [getattr(self, name)[i] for i in idx])
         if self.seen is not None:
             t = torch.as_tensor(idx, dtype=torch.long, device=self.device)
@@ -194,7 +210,8 @@ class History:
         """Whether any processor would change some row's logits."""
         P = self.params
         return (self.seen is not None or P.bias is not None or P.banned is not None
-                or any(self.bans) or any(c.no_repeat_ngram_size or c.min_new_tokens for c in self.cfgs))
+                or any(self.bans) or any(c.no_repeat_ngram_size or c.min_new_tokens or c.dry_multiplier
+                                         for c in self.cfgs))
 
 
 # -- processors ------------------------------------------------------------------------------------------
@@ -207,6 +224,11 @@ def apply_processors(logits: Tensor, h: History) -> Tensor:
         penalized = torch.where(logits > 0, logits / P.repetition, logits * P.repetition)
         logits = torch.where(h.seen, penalized, logits)
         logits = logits - P.presence * (h.counts > 0) - P.frequency * h.counts
+    for b, cfg in enumerate(h.cfgs):
+        if cfg.dry_multiplier:
+            toks, pens = dry_penalties(h.tokens[b], cfg, h.breakers[b])
+            if len(toks):
+                logits[b, torch.from_numpy(toks).to(logits.device)] -= torch.from_numpy(pens).to(logits)
     if P.bias is not None:
         logits = logits + P.bias
     for b, cfg in enumerate(h.cfgs):
@@ -225,6 +247,50 @@ def apply_processors(logits: Tensor, h: History) -> Tensor:
         if cfg.min_new_tokens and h.eos[b] is not None and h.generated(b) < cfg.min_new_tokens:
             logits[b, h.eos[b]] = NEG_INF
     return logits
+
+
+DRY_MAX_MATCH = 64  # repeats are measured up to this length: at 1.75 ** 62 the penalty is a ban already
+
+
+def dry_penalties(tokens: Sequence[int], cfg: GenerationConfig, breakers: FrozenSet[int]) -> Tuple[np.ndarray,
+                                                                                                    np.ndarray]:
+    """DRY, "don't repeat yourself" (p-e-w 2024, as text-generation-webui and llama.cpp compute it): the
+    tokens that would extend a repeat, and what each loses from its logit.
+
+    Every earlier occurrence of the text's last token is a candidate: the repeat's length is how many
+    tokens before it match the tokens before the end (stopping at a breaker), and the token that followed
+    it would make the repeat one longer. A token followed several repeats: the longest counts. Those of
+    length >= dry_allowed_length lose dry_multiplier * dry_base ** (length - dry_allowed_length).
+    Vectorised over the occurrences: one pass per token of repeat length, not per occurrence.
+    """
+    none = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    ctx = np.asarray(tokens[-cfg.dry_penalty_last_n:] if cfg.dry_penalty_last_n else tokens, dtype=np.int64)
+    end = len(ctx) - 1
+    if end < 1 or int(ctx[-1]) in breakers:
+        return none
+    at = np.flatnonzero(ctx[:-1] == ctx[-1])  # earlier occurrences of the last token
+    nxt = ctx[at + 1]
+    if breakers:
+        keep = ~np.isin(nxt, np.fromiter(breakers, dtype=np.int64))
+        at, nxt = at[keep], nxt[keep]
+    length = np.ones(len(at), dtype=np.int64)
+    alive = np.ones(len(at), dtype=bool)
+    for k in range(1, min(end, DRY_MAX_MATCH)):
+        prev = int(ctx[end - k])
+        if prev in breakers:
+            break
+        alive &= (at >= k) & (ctx[np.maximum(at - k, 0)] == prev)
+        if not alive.any():
+            break
+        length += alive
+    long = length >= cfg.dry_allowed_length
+    if not long.any():
+        return none
+    toks, best = np.unique(nxt[long], return_inverse=True)
+    longest = np.zeros(len(toks), dtype=np.int64)
+    np.maximum.at(longest, best, length[long])
+    pens = cfg.dry_multiplier * cfg.dry_base ** (longest - cfg.dry_allowed_length).astype(np.float64)
+    return toks, pens.astype(np.float32)
 
 
 # -- warpers (sampling) ----------------------------------------------------------------------------------

@@ -11,14 +11,14 @@ the short ones.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, List, Optional, Tuple, TypeVar
 
 import torch
 from torch import Tensor
 
 from .config import GenerationConfig
 from .prefill import SequenceOutput
-from .processors import History, apply_processors, sample, warp
+from .processors import History, TokenRules, apply_processors, sample, warp
 
 S = TypeVar("S")
 StepFn = Callable[[Tensor, S], Tuple[Tensor, S]]
@@ -27,7 +27,7 @@ ReorderFn = Callable[[S, Tensor], S]
 
 @torch.inference_mode()
 def search(step: StepFn, reorder: ReorderFn, state: S, batch_size: int, cfg: GenerationConfig, bos_id: int,
-           bans: Sequence[Sequence[int]] = (), device=None) -> List[List[SequenceOutput]]:
+           rules: TokenRules = TokenRules(), device=None) -> List[List[SequenceOutput]]:
     """Decode `batch_size` sequences from their start states.
 
     Args:
@@ -37,17 +37,17 @@ def search(step: StepFn, reorder: ReorderFn, state: S, batch_size: int, cfg: Gen
         batch_size: number of sources.
         cfg: the options; cfg.eos_token_id ends a sequence (it is kept as the last token id).
         bos_id: the token fed first.
-        bans: token sequences never to produce.
+        rules: token sequences never to produce, DRY's breakers.
         device: where the tokens live.
 
     Returns, per source, num_return_sequences outputs (the best first for beam search).
     """
     if cfg.num_beams > 1:
-        return _beam(step, reorder, state, batch_size, cfg, bos_id, bans, device)
-    return _sample(step, reorder, state, batch_size, cfg, bos_id, bans, device)
+        return _beam(step, reorder, state, batch_size, cfg, bos_id, rules, device)
+    return _sample(step, reorder, state, batch_size, cfg, bos_id, rules, device)
 
 
-def _sample(step, reorder, state, B: int, cfg: GenerationConfig, bos_id: int, bans, device):
+def _sample(step, reorder, state, B: int, cfg: GenerationConfig, bos_id: int, rules: TokenRules, device):
     n = cfg.num_return_sequences
     N = B * n
     if n > 1:
@@ -61,7 +61,7 @@ def _sample(step, reorder, state, B: int, cfg: GenerationConfig, bos_id: int, ba
         logp, state = step(tokens, state)
         if history is None:
             history = History(logp.shape[-1], logp.device)
-            history.add([[bos_id]] * N, cfg, bans, cfg.eos_token_id)
+            history.add([[bos_id]] * N, cfg, rules, cfg.eos_token_id)
         scores = apply_processors(logp.clone(), history) if history.has_processors else logp
         if cfg.greedy:
             new = scores.argmax(-1)
@@ -91,7 +91,7 @@ def _sample(step, reorder, state, B: int, cfg: GenerationConfig, bos_id: int, ba
     return [outs[b * n:(b + 1) * n] for b in range(B)]
 
 
-def _beam(step, reorder, state, B: int, cfg: GenerationConfig, bos_id: int, bans, device):
+def _beam(step, reorder, state, B: int, cfg: GenerationConfig, bos_id: int, rules: TokenRules, device):
     """Beam search for every source at once: rows b*K .. b*K+K-1 are source b's beams.
 
     A hypothesis scores sum(logprob) / length ** length_penalty. A source is done when num_beams
@@ -115,7 +115,7 @@ def _beam(step, reorder, state, B: int, cfg: GenerationConfig, bos_id: int, bans
         logp, state = step(tokens, state)
         if history is None:
             history = History(logp.shape[-1], logp.device)
-            history.add([[bos_id]] * (B * K), cfg, bans, cfg.eos_token_id)
+            history.add([[bos_id]] * (B * K), cfg, rules, cfg.eos_token_id)
         scores = apply_processors(logp.clone(), history) if history.has_processors else logp
         V = scores.shape[-1]
         cand = (scores_k.view(-1, 1) + scores).view(len(sources), K * V)

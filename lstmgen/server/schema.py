@@ -47,6 +47,11 @@ class CompletionRequest(Strict):
     typical_p: Optional[float] = Field(None, gt=0.0, le=1.0)
     repetition_penalty: Optional[float] = Field(None, gt=0.0)
     no_repeat_ngram_size: Optional[int] = Field(None, ge=0)
+    dry_multiplier: Optional[float] = Field(None, ge=0.0)  # llama.cpp's server names DRY's options these
+    dry_base: Optional[float] = Field(None, gt=1.0)
+    dry_allowed_length: Optional[int] = Field(None, ge=1)
+    dry_penalty_last_n: Optional[int] = Field(None, ge=0)
+    dry_sequence_breakers: Optional[List[str]] = None
     num_beams: Optional[int] = Field(None, ge=1)
     length_penalty: Optional[float] = None
     min_tokens: Optional[int] = Field(None, ge=0)
@@ -61,6 +66,8 @@ class CompletionRequest(Strict):
             logit_bias=self.logit_bias, seed=self.seed, stop=stop, top_k=self.top_k, min_p=self.min_p,
             typical_p=self.typical_p, repetition_penalty=self.repetition_penalty,
             no_repeat_ngram_size=self.no_repeat_ngram_size, num_beams=self.num_beams,
+            dry_multiplier=self.dry_multiplier, dry_base=self.dry_base, dry_allowed_length=self.dry_allowed_length,
+            dry_penalty_last_n=self.dry_penalty_last_n, dry_sequence_breakers=self.dry_sequence_breakers,
             length_penalty=self.length_penalty, min_new_tokens=self.min_tokens, bad_words=self.bad_words,
             logprobs=self.logprobs is not None or None, top_logprobs=self.logprobs or None,
         ).items() if v is not None}

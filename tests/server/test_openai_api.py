@@ -113,6 +113,10 @@ def test_penalties_and_extra_options(client, tiny):
     r = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=30, presence_penalty=2.0,
                                   frequency_penalty=2.0, logit_bias={"0": -100}, seed=2)
     assert r.choices[0].finish_reason == "length"
+    dry = {"dry_multiplier": 0.8, "dry_allowed_length": 3, "dry_sequence_breakers": ["\n"]}  # llama.cpp's names
+    r = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=80, temperature=0, extra_body=dry)
+    assert r.choices[0].text == tiny.generate(PROMPT, max_new_tokens=80, temperature=0, **dry).completion
+    assert r.choices[0].text != tiny.generate(PROMPT, max_new_tokens=80, temperature=0).completion
 
 
 def test_beam_search_as_an_extra_option(client, tiny):
