@@ -59,6 +59,7 @@ class TextGenerator:
         self._blocks: Dict[str, BlockCache] = {}  # per device type: graphs captured once, not per call
         self._blocks_lock = threading.Lock()
         self._pieces: Optional[List[str]] = None  # each token's text, decoded once when DRY first needs it
+        self._breaker_sets: Dict[Tuple[str, ...], frozenset] = {}
 
     # -- generation --------------------------------------------------------------------------------
     @contextmanager
@@ -90,13 +91,18 @@ class TextGenerator:
         bans = [tuple(ids) for w in cfg.bad_words for ids in self._word_variants(w)]
         if self.tokenizer.unk_id is not None:
             bans.append((self.tokenizer.unk_id,))
-        breakers: frozenset = frozenset()
-        if cfg.dry_multiplier and cfg.dry_sequence_breakers:
+        breakers = self._breakers(tuple(cfg.dry_sequence_breakers)) if cfg.dry_multiplier else frozenset()
+        return cfg, TokenRules(tuple(bans), breakers)
+
+    def _breakers(self, strings: Tuple[str, ...]) -> frozenset:
+        """The tokens whose text holds one of `strings` (DRY's sequence breakers); worked out once per set
+        of strings, as a 50k vocabulary takes a few milliseconds each time."""
+        if strings not in self._breaker_sets:
             if self._pieces is None:
                 self._pieces = [self.tokenizer.decode([i]) for i in range(self.tokenizer.vocab_size)]
-            breakers = frozenset(i for i, piece in enumerate(self._pieces)
-                                 if any(s in piece for s in cfg.dry_sequence_breakers))
-        return cfg, TokenRules(tuple(bans), breakers)
+            self._breaker_sets[strings] = frozenset(i for i, piece in enumerate(self._pieces)
+                                                    if any(s in piece for s in strings))
+        return self._breaker_sets[strings]
 
     def new_job(self, decoder: SamplingDecoder, prompts: List[str], options: dict,
                 states: Optional[List[Optional[DecoderState]]] = None) -> TextJob:
