@@ -78,6 +78,13 @@ def test_metrics_by_hand():
     # class 0: p 1/2 r 1/2 f 1/2; class 1: p 2/3 r 1 f 4/5; class 2: p 1 r 1/2 f 2/3
     assert r["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
     assert r["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    # a class in neither the gold labels nor the predictions does not count (scikit-learn's macro average):
+    # all right on a test set that holds one class is macro-F1 1, not 1/3
+    one = classification_report(torch.tensor([2, 2]), torch.tensor([2, 2]), 3)
+    assert one["accuracy"] == 1.0 and one["macro_f1"] == 1.0
+    # a class predicted but never true counts, with F1 0
+    assert classification_report(torch.tensor([0, 0]), torch.tensor([0, 1]), 3)["macro_f1"] == pytest.approx(
+        (2 / 3 + 0) / 2)
 
 
 def test_labelled_files_splits_and_errors(tmp_path):
