@@ -6,6 +6,7 @@ error (exit 2) instead of a traceback.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import List, Optional, Sequence
 
 from .errors import UserInputError
@@ -49,3 +50,19 @@ def input_lines(texts: Sequence[str], path: Optional[str], keep_blank: bool = Fa
         raise UserInputError(f"give texts as arguments, or {flag} FILE (one per line; '-' for standard input)")
     return out
 
+
+def output_file(path: str, flag: str) -> Path:
+    """`path` ready to be written: its folder made when missing.
+
+    Args:
+        path: the file named on the command line.
+        flag: the option that named it, for the error message (e.g. "--png").
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise UserInputError(f"{flag} {path} is a folder; give a file name")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserInputError(f"{flag} {path}: cannot make the folder {p.parent} ({e.strerror})") from None
+    return p

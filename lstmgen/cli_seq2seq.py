@@ -10,7 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .cli_io import input_lines
+from .cli_io import input_lines, output_file
 from .errors import UserInputError
 
 
@@ -113,6 +113,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from .pipelines import load
     from .translation import Translator
 
+    plot = output_file(args.attention_plot, "--attention-plot") if args.attention_plot else None
     pipe = load(args.model)
     if not isinstance(pipe, Translator):
         raise UserInputError(f"{args.model} is not a seq2seq model folder (it is a {pipe.task} model)")
@@ -130,11 +131,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
     for i, text in enumerate(texts):
         r = by_line.get(i, {"translation": "", "score": None, "finish_reason": "empty"})
         print(json.dumps({"source": text, **r}, ensure_ascii=False) if args.json else r["translation"])
-    if args.attention_plot and real:
+    if plot and real:
         from .training.plots import plot_attention
 
         weights, src, tgt = pipe.attention(texts[real[0]], **opts)
-        plot_attention(weights.numpy(), src, tgt, Path(args.attention_plot), title=texts[real[0]][:60])
+        plot_attention(weights.numpy(), src, tgt, plot, title=texts[real[0]][:60])
         print(f"attention plot: {args.attention_plot}", file=sys.stderr)
     return 0
 

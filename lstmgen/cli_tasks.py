@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .cli_io import input_lines, read_text
+from .cli_io import input_lines, output_file, read_text
 from .errors import UserInputError
 
 # flag -> (type, help), as in cli.py; these settings go to the recipes' dataclasses.
@@ -137,11 +137,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .visualize import find_cells, parse_cells, trace, write_png, write_report
 
     text = args.text if args.text is not None else read_text(args.text_file, "--text-file")
+    out, png = output_file(args.out, "--out"), output_file(args.png, "--png") if args.png else None
     try:
         cells = parse_cells(args.cells)
         tr = trace(load(args.model), text)
-        out = write_report(tr, args.out, title=f"lstmgen inspect: {args.model}", cells=cells, top=args.top)
-        png = write_png(tr, args.png, cells=cells, top=min(args.top, 4)) if args.png else None
+        out = write_report(tr, out, title=f"lstmgen inspect: {args.model}", cells=cells, top=args.top)
+        png = write_png(tr, png, cells=cells, top=min(args.top, 4)) if png else None
     except ValueError as e:
         raise UserInputError(str(e)) from None
     for d in find_cells(tr)[:args.top]:
@@ -154,6 +155,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
     from .pipelines import load
 
-    path = export_onnx(load(args.model), args.out)
+    out = output_file(args.out, "out")
+    path = export_onnx(load(args.model), out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

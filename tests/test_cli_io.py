@@ -4,7 +4,7 @@ import io
 import pytest
 
 from lstmgen.cli import main
-from lstmgen.cli_io import input_lines, read_text
+from lstmgen.cli_io import input_lines, output_file, read_text
 from lstmgen.errors import UserInputError
 
 
@@ -40,3 +40,16 @@ def test_missing_input_file_exits_2_with_one_line(command, tmp_path, capsys):
     assert main([command, "any-model", "--input", str(tmp_path / "missing.txt")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("lstmgen: error: --input ") and "check the path" in err and err.count("\n") == 1
+
+
+def test_output_files(tmp_path, capsys):
+    assert output_file(str(tmp_path / "new" / "deeper" / "plot.png"), "--png").parent.is_dir()
+    with pytest.raises(UserInputError, match="is a folder"):
+        output_file(str(tmp_path), "--png")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserInputError, match=r"--out .*: cannot make the folder"):
+        output_file(str(tmp_path / "afile" / "report.html"), "--out")
+    # the CLI says so in one line, before loading anything
+    assert main(["inspect", "any-model", "--text", "hi", "--out", str(tmp_path / "afile" / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot make the folder" in err and err.count("\n") == 1
