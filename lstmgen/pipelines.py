@@ -39,6 +39,16 @@ from .tokenizers import Tokenizer
 MODEL_TYPE = "lstm-lm"
 
 
+
+def _prompt_list(prompt) -> List[str]:
+    """A prompt or a list of prompts as a list; anything else is a UserInputError, not a TypeError deep
+    in the tokenizer."""
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
+        raise UserInputError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}"
+                             + (" holding other things" if isinstance(prompts, (list, tuple)) else ""))
+    return list(prompts)
+
 class TextGenerator:
     """A language model with its tokenizer: generate, stream, save and load.
 
@@ -167,7 +177,9 @@ class TextGenerator:
                 max_time, seed, logprobs, min_new_tokens, eos_token_id).
         """
         cfg, rules = self._setup(options)
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = _prompt_list(prompt)
+        if not prompts:
+            return []
         n = cfg.num_return_sequences
         if cfg.num_beams > 1:
             results = [r for p in prompts for r in self._beam(p, cfg, rules, state)]

@@ -125,6 +125,17 @@ def test_bad_options_name_the_option(gen):
             gen.generate("x", **opts)
     with pytest.raises(UserInputError, match="stream"):
         list(gen.stream("x", num_beams=2))
+    for bad in (2.5, "3", True):  # whole numbers only: not a TypeError deep in the decoder
+        with pytest.raises(UserInputError, match="max_new_tokens must be a whole number"):
+            gen.generate("x", max_new_tokens=bad)
+    assert len(gen.generate("x", max_new_tokens=3.0, temperature=0).token_ids) == 3
+    for bad in (5, ["a", None], {"a"}):
+        with pytest.raises(UserInputError, match="prompt must be a string or a list of strings"):
+            gen.generate(bad, max_new_tokens=2)
+    assert gen.generate([], max_new_tokens=2) == []
+    # asking for the alternatives implies the log-probabilities (rather than dropping them silently)
+    r = gen.generate("x", max_new_tokens=3, top_logprobs=2)
+    assert len(r.logprobs) == 3 and all(len(step) == 2 for step in r.top_logprobs)
 
 
 def test_text_assembler_holds_back_a_possible_stop_string():

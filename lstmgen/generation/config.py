@@ -44,8 +44,8 @@ class GenerationConfig(JSONConfig):
         max_time: seconds after which generation stops (finish_reason "length").
         seed: seeds the sampler: the same model, prompt, options and seed give the same text.
         logprobs: also return the log-probability of every chosen token.
-        top_logprobs: with logprobs, also the this many most likely tokens at each step, with their
-            log-probabilities (0 to 20).
+        top_logprobs: also this many most likely tokens at each step, with their log-probabilities
+            (0 to 20; more than 0 implies logprobs).
         eos_token_id: the token that ends a sequence (None: none; a character or word model's line break
             is text, not an end).
     """
@@ -90,6 +90,7 @@ class GenerationConfig(JSONConfig):
             self.logit_bias = {int(k): float(v) for k, v in (self.logit_bias or {}).items()}
         except (TypeError, ValueError):
             raise UserInputError("logit_bias maps token ids to numbers, e.g. {\"13\": -100}") from None
+        self._whole_numbers()
         check_range("max_new_tokens", self.max_new_tokens, 0)
         check_range("min_new_tokens", self.min_new_tokens, 0)
         check_range("temperature", self.temperature, 0.0)
@@ -118,6 +119,19 @@ class GenerationConfig(JSONConfig):
             raise UserInputError("bad_words must not be empty strings")
         if any(not s for s in self.dry_sequence_breakers):
             raise UserInputError("dry_sequence_breakers must not be empty strings")
+
+    def _whole_numbers(self) -> None:
+        """The integer options as ints: 3.0 is taken as 3, 2.5 or "3" or True is an error naming the option
+        (not a TypeError deep in the decoder)."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.type not in ("int", "Optional[int]") or v is None:
+                continue
+            if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, float) and v.is_integer())):
+                raise UserInputError(f"{f.name} must be a whole number, got {v!r}")
+            setattr(self, f.name, int(v))
+        if self.top_logprobs and not self.logprobs:  # asking for the alternatives implies the log-probabilities
+            self.logprobs = True
 
     @property
     def greedy(self) -> bool:
