@@ -252,8 +252,8 @@ def apply_processors(logits: Tensor, h: History) -> Tensor:
 DRY_MAX_MATCH = 64  # repeats are measured up to this length: at 1.75 ** 62 the penalty is a ban already
 
 
-def dry_penalties(tokens: Sequence[int], cfg: GenerationConfig, breakers: FrozenSet[int]) -> Tuple[np.ndarray,
-                                                                                                    np.ndarray]:
+def dry_penalties(tokens: Sequence[int], cfg: GenerationConfig,
+                  breakers: FrozenSet[int]) -> Tuple[np.ndarray, np.ndarray]:
     """DRY, "don't repeat yourself" (p-e-w 2024, as text-generation-webui and llama.cpp compute it): the
     tokens that would extend a repeat, and what each loses from its logit.
 
