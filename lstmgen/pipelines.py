@@ -39,7 +39,6 @@ from .tokenizers import Tokenizer
 MODEL_TYPE = "lstm-lm"
 
 
-
 def _prompt_list(prompt) -> List[str]:
     """A prompt or a list of prompts as a list; anything else is a UserInputError, not a TypeError deep
     in the tokenizer."""
@@ -48,6 +47,7 @@ def _prompt_list(prompt) -> List[str]:
         raise UserInputError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}"
                              + (" holding other things" if isinstance(prompts, (list, tuple)) else ""))
     return list(prompts)
+
 
 class TextGenerator:
     """A language model with its tokenizer: generate, stream, save and load.
