@@ -151,6 +151,9 @@ class TextGenerator:
             **options: GenerationConfig fields.
         """
         cfg, _ = self._setup(options)
+        if not isinstance(prompt, str):
+            raise UserInputError(f"stream() continues one prompt string, got {type(prompt).__name__}; use "
+                                 "generate() for a list of prompts")
         if cfg.num_beams > 1 or cfg.num_return_sequences > 1:
             raise UserInputError("stream() makes one sequence by sampling or greedy search; use generate() "
                                  "for num_beams > 1 or num_return_sequences > 1")

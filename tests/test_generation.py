@@ -133,6 +133,8 @@ def test_bad_options_name_the_option(gen):
         with pytest.raises(UserInputError, match="prompt must be a string or a list of strings"):
             gen.generate(bad, max_new_tokens=2)
     assert gen.generate([], max_new_tokens=2) == []
+    with pytest.raises(UserInputError, match="one prompt string"):
+        list(gen.stream(["a", "b"], max_new_tokens=2))
     # asking for the alternatives implies the log-probabilities (rather than dropping them silently)
     r = gen.generate("x", max_new_tokens=3, top_logprobs=2)
     assert len(r.logprobs) == 3 and all(len(step) == 2 for step in r.top_logprobs)
