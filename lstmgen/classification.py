@@ -19,7 +19,7 @@ import torch
 
 from . import __version__
 from .data.labelled import LabelledCorpus, open_labelled
-from .errors import ModelFolderError, UserInputError, check_range
+from .errors import ModelFolderError, UserInputError, as_texts, check_range
 from .models.classifier import ClassifierConfig, TextClassifierModel
 from .serial import JSONConfig
 from .tokenizers import Tokenizer
@@ -127,9 +127,7 @@ class TextClassifier:
         """
         if options:
             raise UserInputError(f"unknown classification option(s): {', '.join(sorted(options))}")
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        if any(not isinstance(t, str) for t in texts):
-            raise UserInputError("texts must be strings")
+        texts = as_texts(texts)
         probs = self.probabilities(texts)
         out = []
         for row in probs.tolist():

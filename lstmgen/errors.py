@@ -41,3 +41,13 @@ def check_range(name: str, value, low=None, high=None, *, low_open: bool = False
         hi = "" if high is None else f"<= {high}"
         rule = " and ".join(r for r in (lo, hi) if r)
         raise UserInputError(f"{name} must be {rule}, got {value!r}")
+
+
+def as_texts(texts, name: str = "texts") -> list:
+    """One text or a list (or tuple) of texts, as a list; anything else is a UserInputError naming `name`
+    (not a TypeError deep in a tokenizer)."""
+    items = [texts] if isinstance(texts, str) else texts
+    if not isinstance(items, (list, tuple)) or not all(isinstance(t, str) for t in items):
+        what = type(texts).__name__ + (" holding other things" if isinstance(items, (list, tuple)) else "")
+        raise UserInputError(f"{name} must be a string or a list of strings, got {what}")
+    return list(items)

@@ -14,7 +14,7 @@ from typing import Dict, Iterator, List, Optional, Tuple, Union
 import torch
 
 from . import __version__
-from .errors import ModelFolderError, UserInputError
+from .errors import ModelFolderError, UserInputError, as_texts
 from .folder import (
     load_weights,
     open_folder,
@@ -37,16 +37,6 @@ from .models import LanguageModel, LMConfig
 from .tokenizers import Tokenizer
 
 MODEL_TYPE = "lstm-lm"
-
-
-def _prompt_list(prompt) -> List[str]:
-    """A prompt or a list of prompts as a list; anything else is a UserInputError, not a TypeError deep
-    in the tokenizer."""
-    prompts = [prompt] if isinstance(prompt, str) else prompt
-    if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
-        raise UserInputError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}"
-                             + (" holding other things" if isinstance(prompts, (list, tuple)) else ""))
-    return list(prompts)
 
 
 class TextGenerator:
@@ -180,7 +170,7 @@ class TextGenerator:
                 max_time, seed, logprobs, min_new_tokens, eos_token_id).
         """
         cfg, rules = self._setup(options)
-        prompts = _prompt_list(prompt)
+        prompts = as_texts(prompt, "prompt")
         if not prompts:
             return []
         n = cfg.num_return_sequences

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from . import __version__
 from .data.conll import Sentence, open_tagged, span_f1, spans, to_scheme, write_conll
-from .errors import ModelFolderError, UserInputError
+from .errors import ModelFolderError, UserInputError, as_texts
 from .models.tagger import BiLSTMCRFTagger, TaggerConfig
 from .training import TrainConfig, Trainer, pick_device
 from .training.tasks import TagTask
@@ -101,9 +101,7 @@ class Tagger:
         """
         if options:
             raise UserInputError(f"unknown tagging option(s): {', '.join(sorted(options))}")
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        if any(not isinstance(t, str) for t in texts):
-            raise UserInputError("texts must be strings")
+        texts = as_texts(texts)
         pieces = [self.words.pre_tokenizer.pre_tokenize_str(t) for t in texts]
         tags = self.tag_tokens([[w for w, _ in p] for p in pieces])
         out = []

@@ -17,7 +17,7 @@ import torch
 
 from . import __version__
 from .atomic import atomic_write_bytes
-from .errors import ModelFolderError, UserInputError
+from .errors import ModelFolderError, UserInputError, as_texts
 from .generation import GenerationConfig
 from .generation.search import search
 from .models.seq2seq import Seq2Seq, Seq2SeqConfig
@@ -112,9 +112,7 @@ class Translator:
             **options: decoding options (num_beams, length_penalty, no_repeat_ngram_size, max_new_tokens,
                 min_new_tokens, temperature, top_k, top_p, seed, num_return_sequences, ...).
         """
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        if any(not isinstance(t, str) for t in texts):
-            raise UserInputError("texts must be strings")
+        texts = as_texts(texts)
         cfg = self.generation_config.updated(**options, eos_token_id=self.eos)
         if cfg.stop:
             raise UserInputError("stop strings are for text generation; a translation ends at its </s>")

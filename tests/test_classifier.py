@@ -202,3 +202,10 @@ def test_ulmfit_transfer_from_a_language_model(tmp_path):
     with pytest.raises(UserInputError, match="does not fit"):
         TextClassifierModel(ClassifierConfig(vocab_size=lm.tokenizer.vocab_size, embed_size=16, hidden_size=8,
                                              num_layers=2)).load_language_model(lm.model)
+
+
+def test_texts_of_another_type_are_a_named_error(trained):
+    clf = lstmgen.load(trained[1])
+    for bad in (5, ["ok", None]):
+        with pytest.raises(UserInputError, match="texts must be a string or a list of strings"):
+            clf.predict(bad)

@@ -299,3 +299,10 @@ def test_kept_weights_by_loss_or_by_score():
     assert by_bleu.better({"valid_loss": 1.9, "valid_bleu": 30.0}, best)  # a tie goes to the lower loss
     with pytest.raises(UserInputError, match="select-by"):
         Seq2SeqRecipe(data="x", out="y", select_by="bleu")
+
+
+def test_texts_of_another_type_are_a_named_error(reverser):
+    pipe = lstmgen.load(reverser[1] / "model")
+    for bad in (5, ["12", None]):
+        with pytest.raises(UserInputError, match="texts must be a string or a list of strings"):
+            pipe.translate(bad)

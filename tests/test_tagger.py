@@ -149,3 +149,10 @@ def test_pipeline_cli_and_server(tagger_dir, capsys):
     with TestClient(create_app({"ner": tagger})) as client:
         r = client.post("/v1/tag", json={"model": "ner", "input": text})
         assert r.status_code == 200 and r.json()["data"][0]["entities"][0]["label"] == "PER"
+
+
+def test_texts_of_another_type_are_a_named_error(tagger_dir):
+    tagger = lstmgen.load(tagger_dir[1])
+    for bad in (5, ["ok", None]):
+        with pytest.raises(UserInputError, match="texts must be a string or a list of strings"):
+            tagger.tag(bad)
