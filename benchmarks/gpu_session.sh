@@ -91,8 +91,8 @@ if [ "$minutes" != 0 ]; then
 fi
 step train-bf16 70 python3 benchmarks/train.py --full --steps 15 --repeats 2 --amp
 # the character config measured 0.91 of the raw loop on an H200 (the others 0.99): more steps, more repeats,
-# and where each loop spends its time
-step train-char 100 python3 benchmarks/train.py --full --only "char 3x512" --steps 60 --repeats 3 --profile
+# the raw loop with the Trainer's pieces added one by one (--ablate), and where each loop spends its time
+step train-char 140 python3 benchmarks/train.py --full --only "char 3x512" --steps 60 --repeats 3 --ablate --profile
 # torch.compile around the LSTM (TrainConfig.compile) where the parts around it are large: the 10k and 33k
 # vocabularies' output layer and softmax (compiling takes most of this step's time)
 step train-compile 150 python3 benchmarks/train.py --full --amp --compile --only "word 2x650" "awd 3x1150" --steps 15 \

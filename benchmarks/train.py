@@ -17,10 +17,12 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from lstmgen.data import TokenArray
+from lstmgen.data import StreamBatcher, TokenArray
 from lstmgen.models import LanguageModel, LMConfig, detach_state
 from lstmgen.training import TrainConfig, Trainer, pick_device
+from lstmgen.training.trainer import lr_at
 
 # name: (vocab, layers, hidden, batch, bptt) at full size, and the CPU-sized variant.
 CONFIGS = {
@@ -32,26 +34,52 @@ CONFIGS = {
 
 
 def raw_loop(model: LanguageModel, ids: torch.Tensor, batch: int, bptt: int, steps: int, device,
-             amp: bool = False) -> float:
-    """The loop a user writes by hand; returns tokens/s."""
+             amp: bool = False, parts: frozenset = frozenset()) -> float:
+    """The loop a user writes by hand; returns tokens/s. `parts` adds pieces of the Trainer's step one by
+    one (--ablate): "data" its windows (StreamBatcher, the streams on the GPU as int32), "deferred" its
+    NaN check kept on the device (found_inf, the state zeroed on a bad step, the loss summed on the
+    device), "loop" its per-step bookkeeping (train mode, the scheduled learning rate, the progress bar)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.01, fused=True)
     streams = ids[: (len(ids) // batch) * batch].view(batch, -1).to(device)
+    batcher = StreamBatcher(ids.numpy(), batch, bptt)
+    if "data" in parts and device.type == "cuda":
+        batcher.to_device(device)
+    cfg = TrainConfig(lr=1e-3, warmup_steps=0, max_steps=steps + 2)
+    bar = tqdm(total=steps + 2, disable=True) if "loop" in parts else None
+    run_loss, bad_run = torch.zeros((), device=device), torch.zeros((), device=device)
     state = model.init_state(batch, device)
     model.train()
     for i in range(steps + 2):
         if i == 2:  # two warm-up steps
             _sync(device)
             t0 = time.perf_counter()
-        k = (i * bptt) % (streams.shape[1] - bptt - 1)
-        x, y = streams[:, k:k + bptt], streams[:, k + 1:k + bptt + 1]
+        if bar is not None:
+            model.train()
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, i, i / (steps + 2))
+        if "data" in parts:
+            x, y = (t.to(device, non_blocking=True) for t in batcher.window(i % len(batcher)))
+        else:
+            k = (i * bptt) % (streams.shape[1] - bptt - 1)
+            x, y = streams[:, k:k + bptt], streams[:, k + 1:k + bptt + 1]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits, state = model(x, state)
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        state = detach_state(state)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if "deferred" in parts:
+            ok = torch.isfinite(norm)
+            opt.found_inf = (~ok).float()
+            opt.step()
+            state = tuple(torch.where(ok, s.detach(), 0.0) for s in state)
+            run_loss += torch.where(ok, loss.detach(), 0.0)
+            bad_run = torch.where(ok, 0.0, bad_run + 1)
+        else:
+            opt.step()
+            state = detach_state(state)
+        if bar is not None:
+            bar.update(1)
     _sync(device)
     return steps * batch * bptt / (time.perf_counter() - t0)
 
@@ -91,6 +119,8 @@ def main() -> None:
                     help="bf16 autocast in both loops (CUDA; CPUs with native bf16: AVX512-BF16, AMX)")
     ap.add_argument("--compile", action="store_true",
                     help="also lstmgen with torch.compile around the LSTM (TrainConfig.compile), as a third column")
+    ap.add_argument("--ablate", action="store_true",
+                    help="also the raw loop with the Trainer's data path, NaN check and bookkeeping added one by one")
     ap.add_argument("--profile", action="store_true",
                     help="also print torch.profiler's top operations of each loop (where lstmgen's time goes)")
     args = ap.parse_args()
@@ -124,8 +154,27 @@ def main() -> None:
         extra = f" {best_compiled:,.0f} | {best_compiled / best_raw:.3f} |" if args.compile else ""
         print(f"| {cname} | {B} x {T} | {best_raw:,.0f} | {best_ours:,.0f} | {best_ours / best_raw:.3f} |{extra}",
               flush=True)
+        if args.ablate:
+            ablate(V, L, H, B, T, ids, args.steps, args.repeats, device, args.amp, best_raw, best_ours)
         if args.profile:
             profile(V, L, H, B, T, ids, ids_np, args.steps, device, args.amp)
+
+
+def ablate(V: int, L: int, H: int, B: int, T: int, ids, steps: int, repeats: int, device, amp: bool,
+           raw: float, ours: float) -> None:
+    """The raw loop with the Trainer's pieces added one at a time (best of `repeats` each): the step where
+    the rate falls from the raw loop's towards lstmgen's names the piece that costs it."""
+    print("\n| raw loop + | tok/s | / raw |\n| --- | --- | --- |")
+    added: frozenset = frozenset()
+    for part in ("data", "deferred", "loop"):
+        added = added | {part}
+        best = 0.0
+        for _ in range(repeats):
+            torch.manual_seed(0)
+            m = LanguageModel(LMConfig(vocab_size=V, hidden_size=H, num_layers=L, dropout=0.0)).to(device)
+            best = max(best, raw_loop(m, ids, B, T, steps, device, amp, added))
+        print(f"| {' + '.join(sorted(added))} | {best:,.0f} | {best / raw:.3f} |")
+    print(f"| (lstmgen's Trainer) | {ours:,.0f} | {ours / raw:.3f} |", flush=True)
 
 
 def profile(V: int, L: int, H: int, B: int, T: int, ids, ids_np, steps: int, device, amp: bool) -> None:
