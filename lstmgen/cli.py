@@ -12,7 +12,7 @@ from dataclasses import fields
 from typing import List, Optional
 
 from . import __version__
-from .cli_lm import GEN_FLAGS, LM_FLAGS, cmd_eval, cmd_generate, cmd_serve, cmd_train_lm
+from .cli_lm import GEN_FLAGS, LM_FLAGS, SAMPLE_FLAGS, cmd_eval, cmd_generate, cmd_serve, cmd_train_lm
 from .cli_seq2seq import cmd_train_seq2seq, cmd_translate
 from .cli_tasks import (
     CLASSIFY_FLAGS,
@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--encoding-errors", default="strict")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--num-beams", type=int, help="seq2seq: beam size (default: the model's)")
+    sampling = ev.add_argument_group("decoding options of the --samples (default: the model's)")
+    _add_flags(sampling, {k: GEN_FLAGS[k] for k in SAMPLE_FLAGS})
     ev.add_argument("--src-lang", help="seq2seq: source language of --data")
     ev.add_argument("--tgt-lang", help="seq2seq: target language of --data")
 

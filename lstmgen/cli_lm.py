@@ -101,6 +101,12 @@ GEN_FLAGS = {
 }
 
 
+# the decoding options `lstmgen eval --samples` takes too: what changes how repetitive the samples are
+SAMPLE_FLAGS = ("temperature", "top-k", "top-p", "min-p", "typical-p", "repetition-penalty", "presence-penalty",
+                "frequency-penalty", "no-repeat-ngram-size", "dry-multiplier", "dry-base", "dry-allowed-length",
+                "dry-penalty-last-n", "dry-sequence-breakers")
+
+
 def _settings(args: argparse.Namespace) -> dict:
     """TOML settings overlaid with the flags given, keys with underscores."""
     merged: dict = {}
@@ -220,8 +226,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         r.update(evaluate_folder(args.model, args.data, args.split, batch_size=args.batch_size, window=args.window,
                                  device=args.device, encoding_errors=args.encoding_errors))
     if args.samples:
+        opts = {k.replace("-", "_"): getattr(args, k.replace("-", "_")) for k in SAMPLE_FLAGS}
         r["sample_quality"] = sample_report(args.model, args.samples, prompt=args.prompt,
-                                            max_new_tokens=args.max_new_tokens, seed=args.seed)
+                                            max_new_tokens=args.max_new_tokens, seed=args.seed,
+                                            **{k: v for k, v in opts.items() if v is not None})
     if args.json:
         print(json.dumps(r))
         return 0

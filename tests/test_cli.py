@@ -166,3 +166,10 @@ def test_eval_samples_reports_quality(tiny_model_dir, capsys):
     assert q["samples"] == 3 and 0 < q["distinct_1"] <= 1 and 0 <= q["repeat_4gram_rate"] <= 1
     assert main(["eval", str(tiny_model_dir)]) == 2
     assert "--samples" in capsys.readouterr().err
+    # the decoding options reach the samples: greedy loops, DRY breaks them
+    rates = []
+    for extra in ([], ["--dry-multiplier", "0.8", "--dry-allowed-length", "4"]):
+        assert main(["eval", str(tiny_model_dir), "--samples", "1", "--max-new-tokens", "300", "--json",
+                     "--temperature", "0", *extra]) == 0
+        rates.append(json.loads(capsys.readouterr().out)["sample_quality"]["repeat_4gram_rate"])
+    assert rates[0] > 0.2 and rates[1] < rates[0] / 2, rates
