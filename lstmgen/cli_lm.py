@@ -141,6 +141,8 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
     for required in ("data", "out"):
         if not s.get(required):
             raise UserInputError(f"--{required} is required (or set {required} in --config)")
+    if args.resume:
+        _check_resume(s)
     recipe = LMRecipe(**{k: v for k, v in s.items() if k in recipe_keys},
                       train=TrainConfig(**{k: v for k, v in s.items() if k in train_keys}))
     result = train_lm(recipe, resume=args.resume)
@@ -156,6 +158,34 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     return 0
+
+
+# what a resumed run takes from its folder, not from the flags: the model's shape and regularization
+RUN_KEYS = ("embed_size", "hidden_size", "num_layers", "last_layer_size", "tie_weights", "mogrifier_rounds",
+            "backend", "dropout", "dropout_input", "dropout_hidden", "dropout_output", "dropout_embedding",
+            "weight_drop", "locked_dropout")
+
+
+def _check_resume(settings: dict) -> None:
+    """--resume continues the model in --out as it was made: a setting given now that says otherwise is an
+    error naming it, rather than silently ignored. (Training settings, the learning rate or --cpu-amp, may
+    change.)"""
+    from pathlib import Path
+
+    from .folder import read_json
+    from .tokenizers import Tokenizer
+
+    out = Path(settings["out"])
+    if not (out / "config.json").is_file():
+        return
+    saved = dict(read_json(out / "config.json").get("model", {}))
+    if (out / "tokenizer.json").is_file():
+        saved["tokenizer"] = Tokenizer.load(out / "tokenizer.json").kind
+    differ = [f"{k} {saved[k]!r} (given {settings[k]!r})" for k in ("tokenizer",) + RUN_KEYS
+              if k in settings and k in saved and settings[k] != saved[k]]
+    if differ:
+        raise UserInputError(f"--resume continues the run in {out} as it was made, with {'; '.join(differ)}; "
+                             "leave those settings out, or start a new run in another --out")
 
 
 def _read_prompts(args: argparse.Namespace) -> List[str]:

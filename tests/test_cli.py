@@ -68,6 +68,11 @@ def test_train_generate_eval_end_to_end(tmp_path, corpus_file, capsys):
     # a second train into the same folder without --resume is refused; with --resume it continues
     assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), "--max-steps", "40"]) == 2
     assert "pass --resume" in capsys.readouterr().err
+    # --resume keeps the run's model: a flag that says otherwise is named, not silently ignored
+    assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), "--config", str(toml),
+                 "--hidden-size", "64", "--tokenizer", "word", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "hidden_size 48 (given 64)" in err and "tokenizer 'char' (given 'word')" in err
     assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), "--config", str(toml),
                  "--max-steps", "60", "--eval-every", "20", "--resume"]) == 0
     assert json.loads((out / "config.json").read_text())["training"]["summary"]["steps"] == 60
