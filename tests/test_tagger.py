@@ -92,6 +92,9 @@ def test_read_conll(tmp_path):
     p.write_text("EU NNP I-ORG\nrejects O\n")
     with pytest.raises(UserInputError, match=r"x.conll:2: 2 columns where the file has 3"):
         read_conll(p)
+    p.write_text("text,label\ngood,pos\n")  # not CoNLL at all: said so, not "1 columns where the file has 1"
+    with pytest.raises(UserInputError, match=r"x.conll:1: one column; .*is this a CoNLL file"):
+        read_conll(p)
 
 
 NAMES = "Alice Bruno Chen Dara Emil Farah Goran Hana Ivo Jana".split()

@@ -34,8 +34,11 @@ def read_conll(path: Path, columns: int = 0) -> List[Sentence]:
                     sentences.append(Sentence(words, tags))
                     words, tags = [], []
                 continue
+            if len(parts) < 2:
+                raise UserInputError(f"{path}:{lineno}: one column; a CoNLL line holds a word, optional columns "
+                                     "and its tag, separated by whitespace (is this a CoNLL file?)")
             columns = columns or len(parts)
-            if len(parts) != columns or len(parts) < 2:
+            if len(parts) != columns:
                 raise UserInputError(f"{path}:{lineno}: {len(parts)} columns where the file has {columns} "
                                      "(word ... tag); fix that line")
             words.append(parts[0])
