@@ -160,6 +160,22 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
     return 0
 
 
+COMMAND_OF_TASK = {"text-classification": "classify", "token-classification": "tag", "translation": "translate"}
+
+
+def load_lm(model: str, command: str, **kwargs):
+    """lstmgen.load for a command that works on language models: a folder of another kind is a one-line
+    error that names the command for it, not an AttributeError later."""
+    from .pipelines import TextGenerator, load
+
+    pipe = load(model, **kwargs)
+    if not isinstance(pipe, TextGenerator):
+        other = COMMAND_OF_TASK.get(pipe.task)
+        raise UserInputError(f"{model} is a {pipe.task} model; `lstmgen {command}` works on language models"
+                             + (f" (this one runs with `lstmgen {other}`)" if other else ""))
+    return pipe
+
+
 # what a resumed run takes from its folder, not from the flags: the model's shape and regularization
 RUN_KEYS = ("embed_size", "hidden_size", "num_layers", "last_layer_size", "tie_weights", "mogrifier_rounds",
             "backend", "dropout", "dropout_input", "dropout_hidden", "dropout_output", "dropout_embedding",
@@ -200,8 +216,6 @@ def _read_prompts(args: argparse.Namespace) -> List[str]:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .pipelines import load
-
     opts = {k.replace("-", "_"): getattr(args, k.replace("-", "_")) for k in GEN_FLAGS}
     if opts.pop("no_early_stopping"):
         opts["early_stopping"] = False
@@ -212,7 +226,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         except json.JSONDecodeError:
             raise UserInputError('--logit-bias must be a JSON object, e.g. \'{"13": -100}\'') from None
     prompts = _read_prompts(args)
-    gen = load(args.model, **({"dtype": args.dtype} if args.dtype else {}))
+    gen = load_lm(args.model, "generate", **({"dtype": args.dtype} if args.dtype else {}))
     single = len(prompts) == 1 and (args.num_return_sequences or 1) == 1 and (args.num_beams or 1) == 1
     stream = args.stream if args.stream is not None else (sys.stdout.isatty() and not args.json)
     if stream and single:

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from .cli_io import input_lines, output_file, read_text
+from .cli_lm import load_lm
 from .errors import UserInputError
 
 # flag -> (type, help), as in cli.py; these settings go to the recipes' dataclasses.
@@ -133,14 +134,13 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .pipelines import load
     from .visualize import find_cells, parse_cells, trace, write_png, write_report
 
     text = args.text if args.text is not None else read_text(args.text_file, "--text-file")
     out, png = output_file(args.out, "--out"), output_file(args.png, "--png") if args.png else None
     try:
         cells = parse_cells(args.cells)
-        tr = trace(load(args.model), text)
+        tr = trace(load_lm(args.model, "inspect"), text)
         out = write_report(tr, out, title=f"lstmgen inspect: {args.model}", cells=cells, top=args.top)
         png = write_png(tr, png, cells=cells, top=min(args.top, 4)) if png else None
     except ValueError as e:
@@ -153,9 +153,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
-    from .pipelines import load
 
     out = output_file(args.out, "out")
-    path = export_onnx(load(args.model), out)
+    path = export_onnx(load_lm(args.model, "export onnx"), out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

@@ -209,3 +209,16 @@ def test_texts_of_another_type_are_a_named_error(trained):
     for bad in (5, ["ok", None]):
         with pytest.raises(UserInputError, match="texts must be a string or a list of strings"):
             clf.predict(bad)
+
+
+def test_language_model_commands_name_the_right_one(trained, tmp_path, capsys):
+    """generate / inspect / export on a classifier folder: one line naming `lstmgen classify`, exit 2."""
+    from lstmgen.cli import main
+
+    folder = str(trained[1])
+    for argv in (["generate", folder, "--prompt", "x"], ["inspect", folder, "--text", "x", "--out",
+                                                           str(tmp_path / "r.html")],
+                 ["export", "onnx", folder, str(tmp_path / "m.onnx")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "is a text-classification model" in err and "`lstmgen classify`" in err and err.count("\n") == 1
