@@ -168,7 +168,7 @@ class TextClassifier:
         load_weights(model, d / "model.safetensors")
         info = {k: v for k, v in config.items()
                 if k not in ("model_type", "lstmgen_version", "model", "labels", "prep", "tokenizer")}
-        return cls(model.to(device or "cpu"), tokenizer, labels, prep, info)
+        return cls(model.to(pick_device(device or "cpu")), tokenizer, labels, prep, info)
 
 
 # -- the recipe ------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from .generation import (
 )
 from .models import LanguageModel, LMConfig
 from .tokenizers import Tokenizer
+from .training import pick_device
 
 MODEL_TYPE = "lstm-lm"
 
@@ -76,6 +77,8 @@ class TextGenerator:
                 self._blocks_lock.release()
 
     def _prompt_ids(self, prompt: str, state: Optional[DecoderState] = None) -> List[int]:
+        if state is not None and not isinstance(state, DecoderState):
+            raise UserInputError(f"state must be a result's .state (a DecoderState), got {type(state).__name__}")
         ids = self.tokenizer.encode(prompt)
         if ids or (state is not None and state.pending):
             return ids
@@ -203,6 +206,8 @@ class TextGenerator:
     def score(self, text: str) -> Tuple[List[int], List[Optional[float]]]:
         """The token ids of `text` and the log-probability of each given the ones before it (None for
         the first, which has no context): what OpenAI's echo with logprobs returns for a prompt."""
+        if not isinstance(text, str):
+            raise UserInputError(f"score() takes one text string, got {type(text).__name__}")
         ids = self.tokenizer.encode(text)
         if len(ids) < 2:
             return ids, [None] * len(ids)
@@ -237,13 +242,14 @@ class TextGenerator:
             name_or_dir: a folder written by save_pretrained, or a bundled model's name.
             device: where to put the model (default cpu).
             backend: override the LSTM backend ("fused", "reference").
-            dtype: "float32" (default) or "bfloat16" weights. bf16 halves the bytes each decoding step reads:
-                on a CPU with bf16 arithmetic (AVX512-BF16, AMX) a 3 x 512 model decoded one row at 1,423
-                tokens/s against about 780 in float32 here. The bundled shakespeare-char over 2,000 characters
-                of its text: log-probabilities 0.013 apart on average, the same loss (1.0207), the same most
-                likely character at 99.7% of positions.
+            dtype: "float32" (default) or "bfloat16" weights (or torch.float32 / torch.bfloat16). bf16 halves
+                the bytes each decoding step reads: on a CPU with bf16 arithmetic (AVX512-BF16, AMX) a 3 x 512
+                model decoded one row at 1,423 tokens/s against about 780 in float32 here. The bundled
+                shakespeare-char over 2,000 characters of its text: log-probabilities 0.013 apart on average,
+                the same loss (1.0207), the same most likely character at 99.7% of positions.
         """
-        if dtype not in (None, "float32", "bfloat16"):
+        dtype = {None: "float32", torch.float32: "float32", torch.bfloat16: "bfloat16"}.get(dtype, dtype)
+        if dtype not in ("float32", "bfloat16"):
             raise UserInputError(f"dtype must be float32 or bfloat16, got {dtype!r}")
         d, config = open_folder(name_or_dir)
         if config.get("model_type") != MODEL_TYPE:
@@ -266,7 +272,7 @@ class TextGenerator:
             except (TypeError, ValueError) as e:
                 raise ModelFolderError(f"{d / 'generation_config.json'}: {e}; fix or delete the file") from None
         info = {k: v for k, v in config.items() if k not in ("model_type", "lstmgen_version", "model", "tokenizer")}
-        return cls(model.to(device or "cpu", getattr(torch, dtype or "float32")).eval(), tokenizer, gen, info)
+        return cls(model.to(pick_device(device or "cpu"), getattr(torch, dtype)).eval(), tokenizer, gen, info)
 
 
 def _pipelines() -> dict:

@@ -139,7 +139,7 @@ class Tagger:
         load_weights(model, d / "model.safetensors")
         info = {k: v for k, v in config.items() if k not in ("model_type", "lstmgen_version", "model", "chars",
                                                              "tokenizer")}
-        return cls(model.to(device or "cpu"), words, chars, info)
+        return cls(model.to(pick_device(device or "cpu")), words, chars, info)
 
 
 # -- the recipe ------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from .generation import GenerationConfig
 from .generation.search import search
 from .models.seq2seq import Seq2Seq, Seq2SeqConfig
 from .tokenizers import Tokenizer
+from .training import pick_device
 
 MODEL_TYPE = "lstm-seq2seq"
 BOS, EOS = "<s>", "</s>"
@@ -203,5 +204,5 @@ class Translator:
                 raise ModelFolderError(f"{d / 'generation_config.json'}: {e}; fix or delete the file") from None
         info = {k: v for k, v in config.items() if k not in ("model_type", "lstmgen_version", "text_task", "model",
                                                              "max_source_tokens", "shared_vocab", "tokenizer")}
-        return cls(model.to(device or "cpu"), src_tok, tgt_tok, gen, config.get("text_task", "translation"),
-                   int(config.get("max_source_tokens", 400)), info)
+        return cls(model.to(pick_device(device or "cpu")), src_tok, tgt_tok, gen,
+                   config.get("text_task", "translation"), int(config.get("max_source_tokens", 400)), info)

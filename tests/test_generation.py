@@ -135,6 +135,12 @@ def test_bad_options_name_the_option(gen):
     assert gen.generate([], max_new_tokens=2) == []
     with pytest.raises(UserInputError, match="one prompt string"):
         list(gen.stream(["a", "b"], max_new_tokens=2))
+    for call in (lambda: gen.generate("a", state=123, max_new_tokens=2),
+                 lambda: list(gen.stream("a", state="x", max_new_tokens=2))):
+        with pytest.raises(UserInputError, match="state must be a result's .state"):
+            call()
+    with pytest.raises(UserInputError, match="score.. takes one text string"):
+        gen.score(5)
     # asking for the alternatives implies the log-probabilities (rather than dropping them silently)
     r = gen.generate("x", max_new_tokens=3, top_logprobs=2)
     assert len(r.logprobs) == 3 and all(len(step) == 2 for step in r.top_logprobs)

@@ -40,6 +40,13 @@ def test_bfloat16_generation(tiny_model_dir):
     close to float32's."""
     fp32, bf16 = lstmgen.load(tiny_model_dir), lstmgen.load(tiny_model_dir, dtype="bfloat16")
     assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    assert next(lstmgen.load(tiny_model_dir, dtype=torch.bfloat16).model.parameters()).dtype == torch.bfloat16
+    for bad in ("float16", "int8"):
+        with pytest.raises(UserInputError, match="dtype must be float32 or bfloat16"):
+            lstmgen.load(tiny_model_dir, dtype=bad)
+    if not torch.cuda.is_available():  # a device that is not there: a named error, not torch's AssertionError
+        with pytest.raises(UserInputError, match="CUDA is not available"):
+            lstmgen.load(tiny_model_dir, device="cuda")
     x = torch.tensor([fp32.tokenizer.encode("KING:\nThe king")])
     with torch.no_grad():
         a, b = fp32.model(x)[0].float().log_softmax(-1), bf16.model(x)[0].float().log_softmax(-1)
