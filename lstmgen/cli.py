@@ -113,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--window", type=int, default=256, help="zero-state window length (default 256)")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--encoding-errors", default="strict")
+    cache = ev.add_argument_group("continuous cache (Grave et al. 2017; AWD-LSTM's pointer.py): the model's recent "
+                                  "hidden states point at recent words; any of these turns it on")
+    cache.add_argument("--cache", action="store_true", help="also score --data with the cache")
+    cache.add_argument("--cache-window", type=int, help="previous positions it holds (default 500)")
+    cache.add_argument("--cache-theta", type=float, help="sharpness of its attention (default 1.0)")
+    cache.add_argument("--cache-lambda", type=float, help="its weight in the mixture (default 0.1)")
+    cache.add_argument("--cache-tune", action="store_true",
+                       help="choose theta and lambda on the valid split first (a grid), then score --split")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--num-beams", type=int, help="seq2seq: beam size (default: the model's)")
     sampling = ev.add_argument_group("decoding options of the --samples (default: the model's)")

@@ -266,9 +266,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not args.data and not args.samples:
         raise UserInputError("give --data to score a corpus, --samples N to measure generated text, or both")
     r: dict = {"model": args.model}
+    cache = _cache_config(args)
     if args.data:
         r.update(evaluate_folder(args.model, args.data, args.split, batch_size=args.batch_size, window=args.window,
-                                 device=args.device, encoding_errors=args.encoding_errors))
+                                 device=args.device, encoding_errors=args.encoding_errors, cache=cache,
+                                 tune_cache=args.cache_tune))
     if args.samples:
         opts = {k.replace("-", "_"): getattr(args, k.replace("-", "_")) for k in SAMPLE_FLAGS}
         r["sample_quality"] = sample_report(args.model, args.samples, prompt=args.prompt,
@@ -283,12 +285,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"  carried state : loss {r['loss']:.4f}  perplexity {r['perplexity']:.3f}  bits/char {r['bpc']:.4f}")
         print(f"  {w}-token windows from zero state: loss {r[f'window{w}_loss']:.4f}  "
               f"perplexity {r[f'window{w}_perplexity']:.3f}  bits/char {r[f'window{w}_bpc']:.4f}")
+        if "cache" in r:
+            c = r["cache"]
+            how = f"; tuned on valid: perplexity {c['valid_perplexity']:.3f} there" if "tuned_on" in c else ""
+            print(f"  with the continuous cache (window {c['window']}, theta {c['theta']}, lambda {c['lambda']}{how}): "
+                  f"loss {c['loss']:.4f}  perplexity {c['perplexity']:.3f}")
     if args.samples:
         q = r["sample_quality"]
         print(f"{q['samples']} samples of {args.max_new_tokens} tokens: distinct-1 {q['distinct_1']:.3f}  "
               f"distinct-2 {q['distinct_2']:.3f}  distinct-3 {q['distinct_3']:.3f}  "
               f"repeated 4-grams {q['repeat_4gram_rate']:.3f}")
     return 0
+
+
+def _cache_config(args: argparse.Namespace):
+    """The continuous cache's settings from `eval`'s flags, or None when none of them is given."""
+    from .training.cache import CacheConfig
+
+    given = {k: v for k, v in (("window", args.cache_window), ("theta", args.cache_theta),
+                               ("lam", args.cache_lambda)) if v is not None}
+    if not (args.cache or args.cache_tune or given):
+        return None
+    if not args.data:
+        raise UserInputError("the continuous cache scores a corpus: give --data")
+    if args.cache_tune and ("theta" in given or "lam" in given):
+        raise UserInputError("--cache-tune chooses theta and lambda itself; give --cache-window alone with it")
+    return CacheConfig(**given)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

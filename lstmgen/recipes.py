@@ -1,6 +1,7 @@
 """The work behind `lstmgen train lm` and `lstmgen eval`, callable from Python with the same options."""
 from __future__ import annotations
 
+import math
 import shlex
 import shutil
 import sys
@@ -19,6 +20,7 @@ from .models import LanguageModel, LMConfig
 from .pipelines import TextGenerator
 from .tokenizers import KINDS, Tokenizer
 from .training import CHECKPOINT, LOG, TrainConfig, Trainer, evaluate_lm, pick_device
+from .training.cache import CacheConfig, cache_metrics, stream_outputs, tune
 from .training.distributed import barrier, init_distributed
 
 
@@ -186,7 +188,8 @@ def train_lm(recipe: LMRecipe, *, resume: bool = False, command: Optional[str] =
 
 
 def evaluate_folder(model_dir: str, data: str, split: str = "valid", *, batch_size: int = 1,
-                    window: int = 256, device: str = "auto", encoding_errors: str = "strict") -> Dict:
+                    window: int = 256, device: str = "auto", encoding_errors: str = "strict",
+                    cache: Optional[CacheConfig] = None, tune_cache: bool = False) -> Dict:
     """Loss, perplexity and bits per character of a model folder on `split` of `data`.
 
     Args:
@@ -196,6 +199,8 @@ def evaluate_folder(model_dir: str, data: str, split: str = "valid", *, batch_si
         batch_size: streams for the carried-state figure (1: the split as one sequence).
         window: length of the zero-state windows of the second figure.
         device: "auto", "cpu", "cuda", ...
+        cache: also score with the continuous cache (training/cache.py) with these settings.
+        tune_cache: choose the cache's theta and lambda on the validation split first (cache.window kept).
     """
     check_range("batch_size", batch_size, 1)
     check_range("window", window, 1)
@@ -205,7 +210,24 @@ def evaluate_folder(model_dir: str, data: str, split: str = "valid", *, batch_si
     tokens = token_cache(corpus, split, gen.tokenizer)
     dev = pick_device(device)
     metrics = evaluate_lm(gen.model.to(dev), tokens, batch_size=batch_size, window=window, device=dev)
-    return {"model": str(model_dir), "data": data, "split": split, **metrics}
+    out = {"model": str(model_dir), "data": data, "split": split, **metrics}
+    if cache is not None or tune_cache:
+        out["cache"] = _cache_report(gen.model, corpus, gen.tokenizer, tokens, split, cache or CacheConfig(),
+                                     tune_cache, dev)
+    return out
+
+
+def _cache_report(model: LanguageModel, corpus: Corpus, tokenizer: Tokenizer, tokens, split: str,
+                  cfg: CacheConfig, tune_it: bool, device) -> Dict:
+    """The continuous cache's figures on `tokens` (`split`), its theta and lambda first tuned on the valid
+    split when `tune_it` (then a valid figure is optimistic: chosen and scored on the same text)."""
+    outputs = stream_outputs(model, tokens.ids, device)
+    tuned = {}
+    if tune_it:
+        on = outputs if split == "valid" else stream_outputs(model, token_cache(corpus, "valid", tokenizer).ids, device)
+        cfg, loss = tune(*on, cfg.window)
+        tuned = {"tuned_on": "valid", "valid_perplexity": math.exp(min(loss, 50.0))}
+    return {**cache_metrics(*outputs, cfg), **tuned}
 
 
 PRESETS_DIR = Path(__file__).parent / "configs"  # the repository's configs/, shipped in the package
