@@ -121,6 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--cache-lambda", type=float, help="its weight in the mixture (default 0.1)")
     cache.add_argument("--cache-tune", action="store_true",
                        help="choose theta and lambda on the valid split first (a grid), then score --split")
+    dyn = ev.add_argument_group("dynamic evaluation (Krause et al. 2018): the model takes a gradient step on each "
+                                "segment after scoring it; any of these turns it on")
+    dyn.add_argument("--dynamic", action="store_true", help="also score --data with dynamic evaluation")
+    dyn.add_argument("--dynamic-lr", type=float, help="eta, the RMS-normalised step (default 1.2e-4)")
+    dyn.add_argument("--dynamic-lambda", type=float, help="decay toward the trained weights (default 0.02)")
+    dyn.add_argument("--dynamic-bptt", type=int, help="tokens per segment, one update each (default 20)")
+    dyn.add_argument("--dynamic-stat-tokens", type=int,
+                     help="training tokens for the gradient statistics (default: all)")
+    dyn.add_argument("--dynamic-tune", action="store_true",
+                     help="choose lr and lambda on the first 10,000 valid tokens first (a grid), then score --split")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--num-beams", type=int, help="seq2seq: beam size (default: the model's)")
     sampling = ev.add_argument_group("decoding options of the --samples (default: the model's)")

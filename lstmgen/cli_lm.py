@@ -266,11 +266,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not args.data and not args.samples:
         raise UserInputError("give --data to score a corpus, --samples N to measure generated text, or both")
     r: dict = {"model": args.model}
-    cache = _cache_config(args)
+    cache, dynamic = _cache_config(args), _dynamic_config(args)
     if args.data:
         r.update(evaluate_folder(args.model, args.data, args.split, batch_size=args.batch_size, window=args.window,
                                  device=args.device, encoding_errors=args.encoding_errors, cache=cache,
-                                 tune_cache=args.cache_tune))
+                                 tune_cache=args.cache_tune, dynamic=dynamic, tune_dynamic=args.dynamic_tune))
     if args.samples:
         opts = {k.replace("-", "_"): getattr(args, k.replace("-", "_")) for k in SAMPLE_FLAGS}
         r["sample_quality"] = sample_report(args.model, args.samples, prompt=args.prompt,
@@ -285,6 +285,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"  carried state : loss {r['loss']:.4f}  perplexity {r['perplexity']:.3f}  bits/char {r['bpc']:.4f}")
         print(f"  {w}-token windows from zero state: loss {r[f'window{w}_loss']:.4f}  "
               f"perplexity {r[f'window{w}_perplexity']:.3f}  bits/char {r[f'window{w}_bpc']:.4f}")
+        if "dynamic" in r:
+            d = r["dynamic"]
+            how = f"; tuned on {d['tuned_on']}" if "tuned_on" in d else ""
+            print(f"  with dynamic evaluation (lr {d['lr']:g}, lambda {d['lambda']:g}, {d['bptt']}-token segments"
+                  f"{how}): loss {d['loss']:.4f}  perplexity {d['perplexity']:.3f}")
         if "cache" in r:
             c = r["cache"]
             how = f"; tuned on valid: perplexity {c['valid_perplexity']:.3f} there" if "tuned_on" in c else ""
@@ -311,6 +316,21 @@ def _cache_config(args: argparse.Namespace):
     if args.cache_tune and ("theta" in given or "lam" in given):
         raise UserInputError("--cache-tune chooses theta and lambda itself; give --cache-window alone with it")
     return CacheConfig(**given)
+
+
+def _dynamic_config(args: argparse.Namespace):
+    """Dynamic evaluation's settings from `eval`'s flags, or None when none of them is given."""
+    from .training.dynamic import DynamicConfig
+
+    given = {k: v for k, v in (("lr", args.dynamic_lr), ("lam", args.dynamic_lambda), ("bptt", args.dynamic_bptt),
+                               ("stat_tokens", args.dynamic_stat_tokens)) if v is not None}
+    if not (args.dynamic or args.dynamic_tune or given):
+        return None
+    if not args.data:
+        raise UserInputError("dynamic evaluation scores a corpus: give --data")
+    if args.dynamic_tune and ("lr" in given or "lam" in given):
+        raise UserInputError("--dynamic-tune chooses lr and lambda itself; leave out --dynamic-lr/--dynamic-lambda")
+    return DynamicConfig(**given)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -1,7 +1,6 @@
 """The work behind `lstmgen train lm` and `lstmgen eval`, callable from Python with the same options."""
 from __future__ import annotations
 
-import math
 import shlex
 import shutil
 import sys
@@ -20,8 +19,11 @@ from .models import LanguageModel, LMConfig
 from .pipelines import TextGenerator
 from .tokenizers import KINDS, Tokenizer
 from .training import CHECKPOINT, LOG, TrainConfig, Trainer, evaluate_lm, pick_device
-from .training.cache import CacheConfig, cache_metrics, stream_outputs, tune
+from .training import cache as lm_cache
+from .training import dynamic as lm_dynamic
+from .training.cache import CacheConfig
 from .training.distributed import barrier, init_distributed
+from .training.dynamic import DynamicConfig
 
 
 @dataclass
@@ -189,7 +191,8 @@ def train_lm(recipe: LMRecipe, *, resume: bool = False, command: Optional[str] =
 
 def evaluate_folder(model_dir: str, data: str, split: str = "valid", *, batch_size: int = 1,
                     window: int = 256, device: str = "auto", encoding_errors: str = "strict",
-                    cache: Optional[CacheConfig] = None, tune_cache: bool = False) -> Dict:
+                    cache: Optional[CacheConfig] = None, tune_cache: bool = False,
+                    dynamic: Optional[DynamicConfig] = None, tune_dynamic: bool = False) -> Dict:
     """Loss, perplexity and bits per character of a model folder on `split` of `data`.
 
     Args:
@@ -201,6 +204,8 @@ def evaluate_folder(model_dir: str, data: str, split: str = "valid", *, batch_si
         device: "auto", "cpu", "cuda", ...
         cache: also score with the continuous cache (training/cache.py) with these settings.
         tune_cache: choose the cache's theta and lambda on the validation split first (cache.window kept).
+        dynamic: also score with dynamic evaluation (training/dynamic.py) with these settings.
+        tune_dynamic: choose its lr and lambda on the start of the validation split first.
     """
     check_range("batch_size", batch_size, 1)
     check_range("window", window, 1)
@@ -211,23 +216,18 @@ def evaluate_folder(model_dir: str, data: str, split: str = "valid", *, batch_si
     dev = pick_device(device)
     metrics = evaluate_lm(gen.model.to(dev), tokens, batch_size=batch_size, window=window, device=dev)
     out = {"model": str(model_dir), "data": data, "split": split, **metrics}
+
+    def valid_ids():  # the split the post-processing settings are tuned on
+        return tokens.ids if split == "valid" else token_cache(corpus, "valid", gen.tokenizer).ids
+
     if cache is not None or tune_cache:
-        out["cache"] = _cache_report(gen.model, corpus, gen.tokenizer, tokens, split, cache or CacheConfig(),
-                                     tune_cache, dev)
+        out["cache"] = lm_cache.report(gen.model, tokens.ids, cache or CacheConfig(), dev,
+                                       tune_ids=valid_ids() if tune_cache else None)
+    if dynamic is not None or tune_dynamic:
+        train_ids = token_cache(corpus, "train", gen.tokenizer).ids
+        out["dynamic"] = lm_dynamic.report(gen.model, tokens.ids, train_ids, dynamic or DynamicConfig(), dev,
+                                           tune_ids=valid_ids() if tune_dynamic else None)
     return out
-
-
-def _cache_report(model: LanguageModel, corpus: Corpus, tokenizer: Tokenizer, tokens, split: str,
-                  cfg: CacheConfig, tune_it: bool, device) -> Dict:
-    """The continuous cache's figures on `tokens` (`split`), its theta and lambda first tuned on the valid
-    split when `tune_it` (then a valid figure is optimistic: chosen and scored on the same text)."""
-    outputs = stream_outputs(model, tokens.ids, device)
-    tuned = {}
-    if tune_it:
-        on = outputs if split == "valid" else stream_outputs(model, token_cache(corpus, "valid", tokenizer).ids, device)
-        cfg, loss = tune(*on, cfg.window)
-        tuned = {"tuned_on": "valid", "valid_perplexity": math.exp(min(loss, 50.0))}
-    return {**cache_metrics(*outputs, cfg), **tuned}
 
 
 PRESETS_DIR = Path(__file__).parent / "configs"  # the repository's configs/, shipped in the package

@@ -129,3 +129,14 @@ def cache_metrics(h: Tensor, targets: Tensor, logp_vocab: Tensor, cfg: CacheConf
     return {"window": cfg.window, "theta": cfg.theta, "lambda": cfg.lam, "loss": loss,
             "perplexity": math.exp(min(loss, 50.0)), "loss_without": base,
             "perplexity_without": math.exp(min(base, 50.0))}
+
+
+def report(model, ids, cfg: CacheConfig, device="cpu", tune_ids=None) -> Dict:
+    """The cache's figures on `ids` (cache_metrics), with theta and lambda first chosen on `tune_ids` (the
+    validation split; when it is `ids` itself the figure is optimistic: chosen and scored on one text)."""
+    outputs = stream_outputs(model, ids, device)
+    tuned = {}
+    if tune_ids is not None:
+        cfg, loss = tune(*(outputs if tune_ids is ids else stream_outputs(model, tune_ids, device)), cfg.window)
+        tuned = {"tuned_on": "valid", "valid_perplexity": math.exp(min(loss, 50.0))}
+    return {**cache_metrics(*outputs, cfg), **tuned}
