@@ -262,6 +262,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from .cli_seq2seq import eval_seq2seq
         from .pipelines import load
 
+        if _cache_config(args) or _dynamic_config(args):
+            raise UserInputError("the continuous cache and dynamic evaluation score language models; "
+                                 f"{args.model} is a seq2seq folder")
         return eval_seq2seq(args, load(folder, device=None if args.device == "auto" else args.device))
     if not args.data and not args.samples:
         raise UserInputError("give --data to score a corpus, --samples N to measure generated text, or both")

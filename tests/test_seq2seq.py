@@ -178,6 +178,8 @@ def test_cli_translate_eval_and_train(reverser, tmp_path, capsys):
     assert main(["eval", model, "--data", str(d / "rev.tsv"), "--split", "test"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["chrf"] > 95 and r["examples"] == 300 and "nrefs:1" in r["bleu_signature"]
+    assert main(["eval", model, "--data", str(d / "rev.tsv"), "--cache-tune"]) == 2  # language models only
+    assert "seq2seq folder" in capsys.readouterr().err
     assert main(["translate", "shakespeare-char", "x"]) == 2
     pairs = tmp_path / "p.jsonl"
     pairs.write_text("".join(json.dumps({"q": f"a{i} b", "a": f"b a{i}"}) + "\n" for i in range(40)))
