@@ -72,6 +72,8 @@ if [ "${1:-}" = awd ]; then
     step awd-ptb 570 python3 -m lstmgen train lm --config configs/awd-lstm-ptb-9min.toml --max-minutes "${AWD_MINUTES:-8.8}" \
         --out /tmp/awd ${AWD_ARGS:-}
     step awd-ptb-test 30 python3 -m lstmgen eval /tmp/awd --data ptb --split test
+    # what is left of the call: the same model with the continuous cache (AWD-LSTM's pointer.py step; seconds)
+    step awd-ptb-cache 40 python3 -m lstmgen eval /tmp/awd --data ptb --split test --cache-tune
     cp /tmp/awd/training_log.jsonl /tmp/awd/loss.png "$OUT"/ 2>/dev/null
     exit 0
 fi

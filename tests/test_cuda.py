@@ -143,3 +143,21 @@ def test_training_from_host_batches_matches_the_streams_on_the_gpu(tmp_path):
     assert not from_host.task.batch(0, 0)[0].is_cuda
     from_host.fit()
     assert abs(from_host.best["valid_loss"] - on_gpu.best["valid_loss"]) < 1e-3
+
+
+def test_cache_and_dynamic_evaluation_on_cuda_equal_the_cpu():
+    """Dynamic evaluation needs gradients in eval mode, which cuDNN refuses: it runs with cuDNN off there."""
+    from lstmgen.training.cache import CacheConfig, cache_metrics, stream_outputs
+    from lstmgen.training.dynamic import DynamicConfig, dynamic_loss, gradient_rms
+
+    torch.manual_seed(0)
+    model = LanguageModel(LMConfig(vocab_size=13, hidden_size=32, num_layers=2, dropout=0.0))
+    ids = np.array([(i * 5 + i // 7) % 13 for i in range(700)], dtype=np.uint16)
+    cfg = DynamicConfig(lr=1e-4, lam=0.02, bptt=10, stat_batch=8)
+    out = {}
+    for device in ("cpu", "cuda"):
+        model.to(device)
+        rms = gradient_rms(model, ids[:400], cfg, device)
+        cache = cache_metrics(*stream_outputs(model, ids[400:], device), CacheConfig(50, 0.5, 0.2))
+        out[device] = (dynamic_loss(model, ids[400:], rms, cfg, device)[0], cache["loss"])
+    assert out["cuda"] == pytest.approx(out["cpu"], rel=1e-4)
