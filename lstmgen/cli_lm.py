@@ -310,30 +310,31 @@ def _cache_config(args: argparse.Namespace):
     """The continuous cache's settings from `eval`'s flags, or None when none of them is given."""
     from .training.cache import CacheConfig
 
-    given = {k: v for k, v in (("window", args.cache_window), ("theta", args.cache_theta),
-                               ("lam", args.cache_lambda)) if v is not None}
-    if not (args.cache or args.cache_tune or given):
-        return None
-    if not args.data:
-        raise UserInputError("the continuous cache scores a corpus: give --data")
-    if args.cache_tune and ("theta" in given or "lam" in given):
-        raise UserInputError("--cache-tune chooses theta and lambda itself; give --cache-window alone with it")
-    return CacheConfig(**given)
+    return _post_config(args, "cache", "the continuous cache", CacheConfig,
+                        {"window": "window", "theta": "theta", "lambda": "lam"}, tuned=("theta", "lambda"))
 
 
 def _dynamic_config(args: argparse.Namespace):
     """Dynamic evaluation's settings from `eval`'s flags, or None when none of them is given."""
     from .training.dynamic import DynamicConfig
 
-    given = {k: v for k, v in (("lr", args.dynamic_lr), ("lam", args.dynamic_lambda), ("bptt", args.dynamic_bptt),
-                               ("stat_tokens", args.dynamic_stat_tokens)) if v is not None}
-    if not (args.dynamic or args.dynamic_tune or given):
+    return _post_config(args, "dynamic", "dynamic evaluation", DynamicConfig,
+                        {"lr": "lr", "lambda": "lam", "bptt": "bptt", "stat_tokens": "stat_tokens"},
+                        tuned=("lr", "lambda"))
+
+
+def _post_config(args: argparse.Namespace, name: str, what: str, cls, fields: dict, tuned: tuple):
+    """A post-processing step's config from the flags --NAME, --NAME-tune and --NAME-FLAG (`fields`: flag ->
+    config field), or None when none is given; --NAME-tune chooses the `tuned` ones itself."""
+    given = {flag: getattr(args, f"{name}_{flag}") for flag in fields if getattr(args, f"{name}_{flag}") is not None}
+    if not (getattr(args, name) or getattr(args, f"{name}_tune") or given):
         return None
     if not args.data:
-        raise UserInputError("dynamic evaluation scores a corpus: give --data")
-    if args.dynamic_tune and ("lr" in given or "lam" in given):
-        raise UserInputError("--dynamic-tune chooses lr and lambda itself; leave out --dynamic-lr/--dynamic-lambda")
-    return DynamicConfig(**given)
+        raise UserInputError(f"{what} scores a corpus: give --data")
+    if getattr(args, f"{name}_tune") and set(tuned) & set(given):
+        raise UserInputError(f"--{name}-tune chooses {' and '.join(tuned)} itself; leave out "
+                             + ", ".join(f"--{name}-{t}" for t in tuned))
+    return cls(**{fields[flag]: v for flag, v in given.items()})
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
