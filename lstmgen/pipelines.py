@@ -6,6 +6,7 @@ with the pipeline its config.json names (text generation, classification, taggin
 from __future__ import annotations
 
 import json
+import numbers
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +39,7 @@ from .tokenizers import Tokenizer
 from .training import pick_device
 
 MODEL_TYPE = "lstm-lm"
+PROMPT_FORMS = "prompt must be a string, a list of strings, a list of token ids or a list of lists of token ids"
 
 
 class TextGenerator:
@@ -76,10 +78,33 @@ class TextGenerator:
             if shared:
                 self._blocks_lock.release()
 
-    def _prompt_ids(self, prompt: str, state: Optional[DecoderState] = None) -> List[int]:
+    def _prompts(self, prompt) -> Tuple[List[str], Optional[List[List[int]]], bool]:
+        """(texts, token ids or None, whether one prompt was given) of a prompt argument in the OpenAI API's
+        forms: a string, a list of strings, a list of token ids (one prompt) or a list of such lists. Token
+        ids are used as given (byte-level BPE can spell one text several ways, and a cut may fall inside a
+        character); their text is what they decode to. Arrays and tensors of ids count as lists."""
+        if hasattr(prompt, "tolist") and not isinstance(prompt, str):
+            prompt = prompt.tolist()
+        if isinstance(prompt, (list, tuple)) and prompt and not any(isinstance(p, str) for p in prompt):
+            one = all(_is_id(i) for i in prompt)
+            lists = [list(prompt)] if one else prompt
+            if not all(isinstance(ids, (list, tuple)) and all(_is_id(i) for i in ids) for ids in lists):
+                raise UserInputError(PROMPT_FORMS)
+            V = self.tokenizer.vocab_size
+            if any(not 0 <= i < V for ids in lists for i in ids):
+                raise UserInputError(f"prompt token ids must be in [0, {V})")
+            ids = [[int(i) for i in x] for x in lists]
+            return [self.tokenizer.decode(x) for x in ids], ids, one
+        try:
+            return as_texts(prompt, "prompt"), None, isinstance(prompt, str)
+        except UserInputError:
+            raise UserInputError(f"{PROMPT_FORMS}, got {type(prompt).__name__}") from None
+
+    def _prompt_ids(self, prompt: str, state: Optional[DecoderState] = None,
+                    given: Optional[List[int]] = None) -> List[int]:
         if state is not None and not isinstance(state, DecoderState):
             raise UserInputError(f"state must be a result's .state (a DecoderState), got {type(state).__name__}")
-        ids = self.tokenizer.encode(prompt)
+        ids = list(given) if given is not None else self.tokenizer.encode(prompt)
         if ids or (state is not None and state.pending):
             return ids
         # An empty prompt starts after a line break, as if at the top of a new paragraph.
@@ -108,7 +133,8 @@ class TextGenerator:
         return self._breaker_sets[strings]
 
     def new_job(self, decoder: SamplingDecoder, prompts: List[str], options: dict,
-                states: Optional[List[Optional[DecoderState]]] = None) -> TextJob:
+                states: Optional[List[Optional[DecoderState]]] = None,
+                prompt_ids: Optional[List[List[int]]] = None) -> TextJob:
         """Start `prompts` (one row each) on `decoder`, sampling or greedy; the server's entry point.
 
         Args:
@@ -116,12 +142,14 @@ class TextGenerator:
             prompts: the texts to continue.
             options: GenerationConfig fields (num_beams must be 1).
             states: per-row states to continue from.
+            prompt_ids: the prompts' token ids, used as given (default: the texts encoded).
         """
         cfg, rules = self._setup(options)
         if cfg.num_beams > 1:
             raise UserInputError("beam search runs on its own, not in a shared batch; use generate()")
         states = states or [None] * len(prompts)
-        ids = [self._prompt_ids(p, s) for p, s in zip(prompts, states)]
+        given = prompt_ids or [None] * len(prompts)
+        ids = [self._prompt_ids(p, s, g) for p, s, g in zip(prompts, states, given)]
         return TextJob(decoder, self.tokenizer, prompts, ids, cfg, rules, states)
 
     def _word_variants(self, word: str) -> List[List[int]]:
@@ -139,19 +167,20 @@ class TextGenerator:
         known not to.
 
         Args:
-            prompt: the text to continue.
+            prompt: the text to continue (or its token ids).
             state: a `result.state` to continue from.
             **options: GenerationConfig fields.
         """
         cfg, _ = self._setup(options)
-        if not isinstance(prompt, str):
-            raise UserInputError(f"stream() continues one prompt string, got {type(prompt).__name__}; use "
-                                 "generate() for a list of prompts")
+        texts, ids, one = ([prompt], None, True) if isinstance(prompt, str) else self._prompts(prompt)
+        if not one:
+            raise UserInputError(f"stream() continues one prompt (a string or its token ids), got "
+                                 f"{type(prompt).__name__}; use generate() for a list of prompts")
         if cfg.num_beams > 1 or cfg.num_return_sequences > 1:
             raise UserInputError("stream() makes one sequence by sampling or greedy search; use generate() "
                                  "for num_beams > 1 or num_return_sequences > 1")
         with self._decoder() as decoder:
-            job = self.new_job(decoder, [prompt], options, [state])
+            job = self.new_job(decoder, texts, options, [state], ids)
             for _, piece in job.run():
                 yield piece
 
@@ -164,7 +193,8 @@ class TextGenerator:
         num_return_sequences > 1 (num_return_sequences results per prompt, in prompt order).
 
         Args:
-            prompt: the text to continue, or a list of texts (of any lengths) decoded as one batch.
+            prompt: the text to continue, or a list of texts (of any lengths) decoded as one batch; or, as in
+                the OpenAI API, a list of token ids (one prompt) or a list of such lists, used as given.
             state: a `result.state` to continue from (one prompt only).
             **options: GenerationConfig fields (max_new_tokens, temperature, top_k, top_p, min_p,
                 typical_p, repetition_penalty, presence_penalty, frequency_penalty, no_repeat_ngram_size,
@@ -173,23 +203,24 @@ class TextGenerator:
                 max_time, seed, logprobs, min_new_tokens, eos_token_id).
         """
         cfg, rules = self._setup(options)
-        prompts = as_texts(prompt, "prompt")
+        prompts, given, one = self._prompts(prompt)
         if not prompts:
             return []
-        n = cfg.num_return_sequences
+        n, given = cfg.num_return_sequences, given or [None] * len(prompts)
         if cfg.num_beams > 1:
-            results = [r for p in prompts for r in self._beam(p, cfg, rules, state)]
+            results = [r for p, g in zip(prompts, given) for r in self._beam(p, cfg, rules, state, g)]
         else:
-            rows = [p for p in prompts for _ in range(n)]
+            rows = [(p, g) for p, g in zip(prompts, given) for _ in range(n)]
             with self._decoder() as decoder:
-                job = self.new_job(decoder, rows, options, [state] * len(rows))
+                job = self.new_job(decoder, [p for p, _ in rows], options, [state] * len(rows), [g for _, g in rows])
                 for _ in job.run():
                     pass
                 results = job.results()
-        return results[0] if isinstance(prompt, str) and n == 1 else results
+        return results[0] if one and n == 1 else results
 
-    def _beam(self, prompt: str, cfg: GenerationConfig, rules: TokenRules, state) -> List[GeneratedText]:
-        ids = self._prompt_ids(prompt, state)
+    def _beam(self, prompt: str, cfg: GenerationConfig, rules: TokenRules, state,
+              given: Optional[List[int]] = None) -> List[GeneratedText]:
+        ids = self._prompt_ids(prompt, state, given)
         anchor = ids[-1] if ids else state.pending[-1]
         out = []
         for o in beam_search(self.model, ids, cfg, rules, state):
@@ -203,12 +234,14 @@ class TextGenerator:
         return out
 
     @torch.inference_mode()
-    def score(self, text: str) -> Tuple[List[int], List[Optional[float]]]:
-        """The token ids of `text` and the log-probability of each given the ones before it (None for
-        the first, which has no context): what OpenAI's echo with logprobs returns for a prompt."""
-        if not isinstance(text, str):
-            raise UserInputError(f"score() takes one text string, got {type(text).__name__}")
-        ids = self.tokenizer.encode(text)
+    def score(self, text: Union[str, List[int]]) -> Tuple[List[int], List[Optional[float]]]:
+        """The token ids of `text` (or the ids given) and the log-probability of each given the ones before
+        it (None for the first, which has no context): what OpenAI's echo with logprobs returns for a prompt."""
+        _, given, one = ([text], None, True) if isinstance(text, str) else \
+            self._prompts(text) if isinstance(text, (list, tuple)) or hasattr(text, "tolist") else (None, None, False)
+        if not one:
+            raise UserInputError(f"score() takes one text string or its token ids, got {type(text).__name__}")
+        ids = given[0] if given else self.tokenizer.encode(text)
         if len(ids) < 2:
             return ids, [None] * len(ids)
         device = next(self.model.parameters()).device
@@ -273,6 +306,11 @@ class TextGenerator:
                 raise ModelFolderError(f"{d / 'generation_config.json'}: {e}; fix or delete the file") from None
         info = {k: v for k, v in config.items() if k not in ("model_type", "lstmgen_version", "model", "tokenizer")}
         return cls(model.to(pick_device(device or "cpu"), getattr(torch, dtype)).eval(), tokenizer, gen, info)
+
+
+def _is_id(x) -> bool:
+    """A token id: an int (numpy's too), not a bool."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
 def _pipelines() -> dict:

@@ -129,11 +129,11 @@ def test_bad_options_name_the_option(gen):
         with pytest.raises(UserInputError, match="max_new_tokens must be a whole number"):
             gen.generate("x", max_new_tokens=bad)
     assert len(gen.generate("x", max_new_tokens=3.0, temperature=0).token_ids) == 3
-    for bad in (5, ["a", None], {"a"}):
-        with pytest.raises(UserInputError, match="prompt must be a string or a list of strings"):
+    for bad in (5, ["a", None], {"a"}, [1, "a"], [[1], [2, "x"]], [True, 2], [10**6]):
+        with pytest.raises(UserInputError, match="prompt must be a string|prompt token ids must be in"):
             gen.generate(bad, max_new_tokens=2)
     assert gen.generate([], max_new_tokens=2) == []
-    with pytest.raises(UserInputError, match="one prompt string"):
+    with pytest.raises(UserInputError, match="one prompt"):
         list(gen.stream(["a", "b"], max_new_tokens=2))
     for call in (lambda: gen.generate("a", state=123, max_new_tokens=2),
                  lambda: list(gen.stream("a", state="x", max_new_tokens=2))):

@@ -2,12 +2,13 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
 import lstmgen
 from lstmgen.errors import ModelFolderError, UserInputError
-from lstmgen.models import LMConfig
+from lstmgen.models import LanguageModel, LMConfig
 from lstmgen.pipelines import TextGenerator
 
 
@@ -208,3 +209,26 @@ def test_generate_from_two_threads_at_once_gives_each_its_own_text(tiny_model_di
     assert together == alone
     assert gen._blocks_lock.acquire(blocking=False)  # every call gave the shared blocks back
     gen._blocks_lock.release()
+
+
+def test_prompts_as_token_ids_are_used_as_given():
+    """The OpenAI API's prompt forms: a list of token ids is one prompt, a list of such lists several. The ids
+    reach the model as they are, even where byte-level BPE would spell the same text otherwise."""
+    from lstmgen.tokenizers import Tokenizer
+
+    tok = Tokenizer.train("bpe", ["hello hello hello world"] * 20, vocab_size=270)
+    torch.manual_seed(0)
+    gen = TextGenerator(LanguageModel(LMConfig(vocab_size=tok.vocab_size, hidden_size=16, num_layers=1)).eval(), tok)
+    canonical = tok.encode("hello")
+    spelled = [tok.encode(c)[0] for c in "hello"]  # the same text, one byte a token
+    assert len(canonical) < len(spelled) and tok.decode(spelled) == "hello"
+    assert gen.score(spelled)[0] == spelled and gen.score(canonical) == gen.score("hello")
+    with torch.no_grad():
+        first = int(gen.model(torch.tensor([spelled]))[0][0, -1].argmax())
+    r = gen.generate(spelled, max_new_tokens=4, temperature=0)
+    assert r.startswith("hello") and r.token_ids[0] == first
+    assert [x.token_ids for x in gen.generate([spelled, canonical], max_new_tokens=4, temperature=0)] == \
+        [r.token_ids, gen.generate("hello", max_new_tokens=4, temperature=0).token_ids]
+    assert "".join(gen.stream(np.array(spelled), max_new_tokens=4, temperature=0)) == r.completion
+    assert gen.generate(spelled, max_new_tokens=4, num_beams=2).token_ids == \
+        gen.generate(torch.tensor(spelled), max_new_tokens=4, num_beams=2).token_ids

@@ -165,7 +165,7 @@ def create_app(models: Dict[str, object], config: Optional[ServerConfig] = None,
                 raise ApiError(400, "beam search (num_beams > 1) cannot stream; set stream to false",
                                param="stream")
             return await on_engine(run.beam)
-        req = Request(run.rows, run.options, asyncio.get_running_loop())
+        req = Request(run.rows, run.options, asyncio.get_running_loop(), prompt_ids=run.row_ids)
         try:
             engine.submit(body.model, req)
         except QueueFull as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
+from ..errors import UserInputError
 from ..generation import GeneratedText, TextJob
 from .config import ServerConfig
 from .schema import (
@@ -42,16 +43,12 @@ class CompletionRun:
     def prepare(self) -> None:
         """Check the request against the limits and the model; UserInputError / ParamError if it fails."""
         b, c, tok = self.body, self.config, self.pipeline.tokenizer
-        prompts = b.prompt
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        elif prompts and not isinstance(prompts[0], str):  # token ids: one list, or a list of lists
-            id_lists = [prompts] if isinstance(prompts[0], int) else prompts
-            if any(not 0 <= i < tok.vocab_size for ids in id_lists for i in ids):
-                raise ParamError(f"prompt token ids must be in [0, {tok.vocab_size})", "prompt")
-            prompts = [tok.decode(ids) for ids in id_lists]
-        if not prompts:
+        if isinstance(b.prompt, list) and not b.prompt:
             raise ParamError("prompt must not be an empty list", "prompt")
+        try:  # token ids (one list, or a list of lists) are used as given, their text decoded from them
+            prompts, self.given_ids, _ = self.pipeline._prompts(b.prompt)
+        except UserInputError as e:
+            raise ParamError(str(e), "prompt") from None
         if b.n > c.max_n:
             raise ParamError(f"n must be <= {c.max_n} on this server, got {b.n}", "n")
         if b.max_tokens is not None and b.max_tokens > c.max_tokens:
@@ -64,7 +61,7 @@ class CompletionRun:
         if b.suffix:
             raise ParamError("suffix (insertion) is not supported: an LSTM language model reads left to right",
                              "suffix")
-        self.prompt_ids = [tok.encode(p) for p in prompts]
+        self.prompt_ids = self.given_ids or [tok.encode(p) for p in prompts]
         longest = max(len(i) for i in self.prompt_ids)
         if longest > c.max_prompt_tokens:
             raise ParamError(f"the prompt has {longest} tokens; this server takes at most {c.max_prompt_tokens}",
@@ -77,6 +74,7 @@ class CompletionRun:
             self.options["logprobs"] = True  # they rank the candidates; the response shows them only if asked
         self.cfg, _ = self.pipeline._setup(self.options)  # raises UserInputError naming a bad option
         self.rows = [p for p in prompts for _ in range(self.per_prompt)]
+        self.row_ids = [ids for ids in self.given_ids for _ in range(self.per_prompt)] if self.given_ids else None
         self.prompt_tokens = sum(len(i) for i in self.prompt_ids)
         self.prompt_scores: Optional[list] = None  # with echo and logprobs: set from score_prompts()
 
@@ -104,7 +102,7 @@ class CompletionRun:
 
     def score_prompts(self) -> list:
         """(ids, logprobs) of each prompt (torch work: the server runs it on its engine thread)."""
-        return [self.pipeline.score(p) for p in self.prompts]
+        return [self.pipeline.score(p) for p in (self.given_ids or self.prompts)]
 
     # -- logprobs --------------------------------------------------------------------------------------
     def _logprobs(self, ids: List[int], lps: List[Optional[float]], tops: Optional[list], start: int) -> dict:
@@ -162,7 +160,7 @@ class CompletionRun:
 
     def beam(self) -> dict:
         """Beam search (num_beams > 1): run on its own, outside the shared batch."""
-        return self.response(self.pipeline.generate(self.prompts, **self.options))
+        return self.response(self.pipeline.generate(self.given_ids or self.prompts, **self.options))
 
     # -- streaming -------------------------------------------------------------------------------------
     def _chunk(self, i: int, text: str, logprobs: Optional[dict] = None, reason: Optional[str] = None) -> str:

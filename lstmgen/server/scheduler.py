@@ -41,6 +41,7 @@ class Request:
     prompts: List[str]
     options: Dict[str, Any]
     loop: asyncio.AbstractEventLoop
+    prompt_ids: Optional[List[List[int]]] = None  # token ids given by the client, used as they are
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     created: float = field(default_factory=time.monotonic)
     job: Optional[TextJob] = None
@@ -124,7 +125,7 @@ class Scheduler:
         """Add the rows of `reqs` to the batch (long prompts are prefilled here)."""
         for req in reqs:
             try:
-                req.job = self.pipeline.new_job(self.decoder, req.prompts, req.options)
+                req.job = self.pipeline.new_job(self.decoder, req.prompts, req.options, prompt_ids=req.prompt_ids)
             except Exception as e:  # a bad option that slipped past validation: that request fails
                 req.emit(("error", e))
                 continue

@@ -144,3 +144,15 @@ def test_token_id_prompts(client, tiny):
     a = client.completions.create(model="tiny", prompt=ids, max_tokens=10, seed=4).choices[0].text
     b = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=10, seed=4).choices[0].text
     assert a == b
+    # several lists, echo with logprobs, streaming and beam search all take the ids as given
+    two = [ids, tiny.tokenizer.encode("QUEEN")]
+    r = client.completions.create(model="tiny", prompt=two, max_tokens=5, seed=4, echo=True, logprobs=1)
+    assert r.usage.prompt_tokens == len(ids) + len(two[1]) and r.choices[0].text.startswith(PROMPT + b[:5])
+    assert r.choices[1].logprobs.tokens[:len(two[1])] == list("QUEEN")
+    stream = client.completions.create(model="tiny", prompt=ids, max_tokens=10, seed=4, stream=True)
+    assert "".join(c.choices[0].text for c in stream) == b
+    beam = client.completions.create(model="tiny", prompt=ids, max_tokens=6, extra_body={"num_beams": 2})
+    assert beam.choices[0].text == tiny.generate(PROMPT, max_new_tokens=6, num_beams=2).completion
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="tiny", prompt=[ids, [10**6]], max_tokens=2)
+    assert e.value.body["param"] == "prompt" and "token ids" in e.value.body["message"]
