@@ -35,6 +35,7 @@ LM_FLAGS = {
     "valid-fraction": (float, "held-out part for sources without a split (default 0.1)"),
     "encoding-errors": (str, "strict | replace | ignore for bytes that are not UTF-8 (default strict)"),
     "save-dtype": (str, "float32 | float16 for model.safetensors (default float32)"),
+    "sample-tokens": (int, "print a sample of N tokens at every evaluation (default 100; 0: none)"),
     "batch-size": (int, "parallel streams per step (default 32)"),
     "bptt": (int, "truncated-BPTT window (default 128)"),
     "lr": (float, "peak learning rate (default 2e-3)"),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
+from tqdm import tqdm
 
 from .data import Corpus, open_corpus, token_cache
 from .errors import UserInputError, check_range
@@ -45,6 +46,9 @@ class LMRecipe:
         valid_fraction: held-out part for sources without an official split.
         encoding_errors: "strict", "replace" or "ignore" for bytes that are not UTF-8.
         save_dtype: "float32" or "float16" for model.safetensors.
+        sample_tokens: at every evaluation, print a sample of this many tokens (the model's decoding
+            defaults, a fixed seed) and keep it in training_log.jsonl, as char-rnn and textgenrnn show how
+            the text improves; 0: none.
     """
 
     data: str
@@ -71,6 +75,7 @@ class LMRecipe:
     valid_fraction: float = 0.1
     encoding_errors: str = "strict"
     save_dtype: str = "float32"
+    sample_tokens: int = 100
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -78,6 +83,7 @@ class LMRecipe:
             raise UserInputError(f"--tokenizer must be one of {', '.join(KINDS)}, got {self.tokenizer!r}")
         if self.save_dtype not in ("float32", "float16", "bfloat16"):
             raise UserInputError("--save-dtype must be float32, float16 or bfloat16")
+        check_range("sample_tokens", self.sample_tokens, 0)
 
 
 def _check_out(out: Path, resume: bool) -> None:
@@ -171,7 +177,8 @@ def train_lm(recipe: LMRecipe, *, resume: bool = False, command: Optional[str] =
     pipeline = TextGenerator(model, tokenizer, GenerationConfig(), info)
     # The folder is complete from the first evaluation on, so a run stopped early still leaves a model.
     trainer = Trainer(model, train_tokens, valid_tokens, cfg, out,
-                      on_best=lambda best: pipeline.save_pretrained(out, dtype=save_dtype, card=False))
+                      on_best=lambda best: pipeline.save_pretrained(out, dtype=save_dtype, card=False),
+                      on_eval=_sampler(pipeline, recipe.sample_tokens))
     if resume and not trainer.resume():
         print(f"lstmgen: no checkpoint in {out}; starting a new run", file=sys.stderr)
     summary = trainer.fit()
@@ -187,6 +194,21 @@ def train_lm(recipe: LMRecipe, *, resume: bool = False, command: Optional[str] =
     model.cpu()
     pipeline.save_pretrained(out, dtype=save_dtype)
     return {**summary, "metrics": metrics, "out": str(out)}
+
+
+def _sampler(pipeline: TextGenerator, tokens: int):
+    """The Trainer's on_eval for a language model: a sample of `tokens` tokens from the start of a paragraph,
+    printed above the progress bar and returned for the log (None when tokens is 0)."""
+    if not tokens:
+        return None
+
+    def sample(step: int, record: Dict) -> Dict:
+        text = pipeline.generate("", max_new_tokens=tokens, seed=0).completion
+        tqdm.write(f"--- sample at step {step} (valid loss {record.get('valid_loss', float('nan')):.3f}) ---\n"
+                   f"{text}\n---", file=sys.stderr)
+        return {"sample": text}
+
+    return sample
 
 
 def evaluate_folder(model_dir: str, data: str, split: str = "valid", *, batch_size: int = 1,

@@ -59,9 +59,15 @@ def test_train_generate_eval_end_to_end(tmp_path, corpus_file, capsys):
     out = tmp_path / "m"
     # flags override the file: max-steps 40 wins over 500
     assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), "--config", str(toml),
-                 "--max-steps", "40", "--eval-every", "20", "--log-every", "10"]) == 0
+                 "--max-steps", "40", "--eval-every", "20", "--log-every", "10", "--sample-tokens", "30"]) == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"]["hidden_size"] == 48 and cfg["training"]["summary"]["steps"] == 40
+    # a sample at each evaluation, above the progress bar and in the log (the same seed each time)
+    assert capsys.readouterr().err.count("--- sample at step") == 2
+    log = [json.loads(line) for line in (out / "training_log.jsonl").read_text().splitlines()]
+    samples = [r["sample"] for r in log if "valid_loss" in r]
+    assert len(samples) == 2 and all(0 < len(t) <= 30 * 4 for t in samples)
+    assert all("sample" not in r for r in log if "valid_loss" not in r)
     assert main(["eval", str(out), "--data", str(corpus_file), "--json"]) == 0
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r["split"] == "valid" and r["loss"] > 0 and "window256_bpc" in r
@@ -74,8 +80,9 @@ def test_train_generate_eval_end_to_end(tmp_path, corpus_file, capsys):
     err = capsys.readouterr().err
     assert "hidden_size 48 (given 64)" in err and "tokenizer 'char' (given 'word')" in err
     assert main(["train", "lm", "--data", str(corpus_file), "--out", str(out), "--config", str(toml),
-                 "--max-steps", "60", "--eval-every", "20", "--resume"]) == 0
+                 "--max-steps", "60", "--eval-every", "20", "--resume", "--sample-tokens", "0"]) == 0
     assert json.loads((out / "config.json").read_text())["training"]["summary"]["steps"] == 60
+    assert "--- sample" not in capsys.readouterr().err
 
 
 def test_generate_is_deterministic_across_processes(tiny_model_dir):

@@ -93,11 +93,14 @@ class Trainer(Checkpointing):
         config: the settings.
         out_dir: where the log, the loss plot and the checkpoint go.
         on_best: called with the validation metrics whenever they improve (e.g. to save the model folder).
+        on_eval: called after every evaluation with the step and its metrics, with the weights just judged;
+            what it returns joins the logged record (the LM recipe prints and logs a sample there).
     """
 
     def __init__(self, model: torch.nn.Module, train: Union[TokenArray, "LMTask", object],
                  valid: Optional[TokenArray], config: TrainConfig, out_dir,
-                 on_best: Optional[Callable[[Dict], None]] = None) -> None:
+                 on_best: Optional[Callable[[Dict], None]] = None,
+                 on_eval: Optional[Callable[[int, Dict], Optional[Dict]]] = None) -> None:
         self.cfg, self.out = config, Path(out_dir)
         self.dist = init_distributed(config.device)
         self.device = device_for(self.dist, pick_device(config.device))
@@ -128,7 +131,7 @@ class Trainer(Checkpointing):
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         self.has_valid = bool(self.task.valid)
         self.opt = self._make_optimizer()
-        self.on_best = on_best
+        self.on_best, self.on_eval = on_best, on_eval
         self.step, self.window, self.epoch, self.elapsed = 0, 0, 0, 0.0
         self.best: Optional[Dict] = None
         self.best_state: Optional[Dict[str, torch.Tensor]] = None
@@ -366,6 +369,8 @@ class Trainer(Checkpointing):
                     self.on_best(self.best)
             else:
                 self.bad_evals += 1
+            if self.on_eval is not None and self.dist.main:
+                record = {**record, **(self.on_eval(self.step, record) or {})}
         finally:
             if self.avg is not None:
                 self.avg.swap()
