@@ -254,6 +254,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+OPTIMISTIC = " (settings chosen on this same text: an optimistic figure)"
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .folder import read_json, resolve_model_dir
     from .recipes import evaluate_folder, sample_report
@@ -292,13 +295,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if "dynamic" in r:
             d = r["dynamic"]
             how = f"; tuned on {d['tuned_on']}" if "tuned_on" in d else ""
+            note = OPTIMISTIC if d.get("optimistic") else ""
             print(f"  with dynamic evaluation (lr {d['lr']:g}, lambda {d['lambda']:g}, {d['bptt']}-token segments"
-                  f"{how}): loss {d['loss']:.4f}  perplexity {d['perplexity']:.3f}")
+                  f"{how}): loss {d['loss']:.4f}  perplexity {d['perplexity']:.3f}{note}")
         if "cache" in r:
             c = r["cache"]
-            how = f"; tuned on valid: perplexity {c['valid_perplexity']:.3f} there" if "tuned_on" in c else ""
+            how = "; tuned on valid" if "tuned_on" in c else ""
             print(f"  with the continuous cache (window {c['window']}, theta {c['theta']}, lambda {c['lambda']}{how}): "
-                  f"loss {c['loss']:.4f}  perplexity {c['perplexity']:.3f}")
+                  f"loss {c['loss']:.4f}  perplexity {c['perplexity']:.3f}{OPTIMISTIC if c.get('optimistic') else ''}")
     if args.samples:
         q = r["sample_quality"]
         print(f"{q['samples']} samples of {args.max_new_tokens} tokens: distinct-1 {q['distinct_1']:.3f}  "

@@ -84,6 +84,7 @@ def test_eval_cli_reports_the_cache(tiny_model_dir, corpus_file, capsys):
     r = json.loads(capsys.readouterr().out)
     c = r["cache"]
     assert c["window"] == 100 and c["tuned_on"] == "valid" and c["perplexity_without"] == pytest.approx(r["perplexity"])
+    assert c["optimistic"]  # chosen on the valid split and scored there
     assert c["perplexity"] <= r["perplexity"] + 1e-9  # tuned on this very split: never worse than no cache
     assert main(["eval", str(tiny_model_dir), "--data", str(corpus_file), "--cache-theta", "0.5",
                  "--cache-lambda", "0.2"]) == 0
@@ -178,7 +179,7 @@ def test_eval_cli_reports_dynamic_evaluation(tiny_model_dir, corpus_file, capsys
     assert main(["eval", str(tiny_model_dir), "--data", str(corpus_file), "--dynamic-tune", "--dynamic-stat-tokens",
                  "2000", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)["dynamic"]
-    assert d["bptt"] == 20 and d["tuned_on"].startswith("valid") and d["perplexity"] > 1
+    assert d["bptt"] == 20 and d["tuned_on"].startswith("valid") and d["perplexity"] > 1 and d["optimistic"]
     assert main(["eval", str(tiny_model_dir), "--data", str(corpus_file), "--dynamic-lr", "0", "--dynamic-lambda",
                  "0", "--dynamic-stat-tokens", "500", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)

@@ -138,5 +138,5 @@ def report(model, ids, cfg: CacheConfig, device="cpu", tune_ids=None) -> Dict:
     tuned = {}
     if tune_ids is not None:
         cfg, loss = tune(*(outputs if tune_ids is ids else stream_outputs(model, tune_ids, device)), cfg.window)
-        tuned = {"tuned_on": "valid", "valid_perplexity": math.exp(min(loss, 50.0))}
+        tuned = {"tuned_on": "valid", "valid_perplexity": math.exp(min(loss, 50.0)), "optimistic": tune_ids is ids}
     return {**cache_metrics(*outputs, cfg), **tuned}

@@ -156,12 +156,14 @@ def tune(model, ids, rms: List[Tensor], cfg: DynamicConfig, device="cpu", lrs: O
 
 def report(model, ids, train_ids, cfg: DynamicConfig, device="cpu", tune_ids=None) -> Dict:
     """Dynamic evaluation's figures on `ids`: the gradient RMS from `train_ids`, then (with `tune_ids`, the
-    validation split) lr and lambda chosen on its first TUNE_TOKENS tokens."""
+    validation split) lr and lambda chosen on its first TUNE_TOKENS tokens ("optimistic" when that is `ids`
+    itself)."""
     rms = gradient_rms(model, train_ids, cfg, device)
     tuned = {}
     if tune_ids is not None:
         cfg, loss = tune(model, tune_ids, rms, cfg, device)
-        tuned = {"tuned_on": f"valid, first {TUNE_TOKENS} tokens", "tuning_perplexity": math.exp(min(loss, 50.0))}
+        tuned = {"tuned_on": f"valid, first {TUNE_TOKENS} tokens", "tuning_perplexity": math.exp(min(loss, 50.0)),
+                 "optimistic": tune_ids is ids}
     total, count = dynamic_loss(model, ids, rms, cfg, device)
     return {"lr": cfg.lr, "lambda": cfg.lam, "bptt": cfg.bptt, "loss": total / count,
             "perplexity": math.exp(min(total / count, 50.0)), **tuned}
