@@ -23,7 +23,7 @@ from .errors import ModelFolderError, UserInputError, as_texts, check_range
 from .models.classifier import ClassifierConfig, TextClassifierModel
 from .serial import JSONConfig
 from .tokenizers import Tokenizer
-from .training import TrainConfig, Trainer, pick_device
+from .training import TrainConfig, Trainer, check_same_model, pick_device, prepare_out
 from .training.metrics import classification_report
 from .training.plots import plot_confusion
 from .training.tasks import ClassifyTask
@@ -215,16 +215,19 @@ def _encode(corpus: LabelledCorpus, split: str, tok: Tokenizer, prep: TextPrep):
 
 
 def train_classifier(recipe: ClassifierRecipe, command: Optional[str] = None,
-                     corpus: Optional[LabelledCorpus] = None) -> Dict:
+                     corpus: Optional[LabelledCorpus] = None, *, resume: bool = False) -> Dict:
     """Train a classifier, write its folder, and report valid and test figures.
 
     Args:
         recipe: data, text, model and training settings.
         command: the command recorded in the model card (default: this process's argv).
         corpus: use these splits instead of opening recipe.data (cross-validation).
+        resume: continue the run in recipe.out from its checkpoint (the same settings and data).
 
     Returns the summary with "metrics" per split (accuracy, macro_f1, confusion, ...).
     """
+    out = Path(recipe.out)
+    prepare_out(out, resume)
     corpus = corpus or open_labelled(recipe.data)
     if not corpus.splits.get("train"):
         raise UserInputError(f"{recipe.data}: no training examples")
@@ -261,15 +264,17 @@ def train_classifier(recipe: ClassifierRecipe, command: Optional[str] = None,
     model = TextClassifierModel(mc)
     if lm is not None:
         model.load_language_model(lm.model)
-    out = Path(recipe.out)
     info = {"num_parameters": model.num_parameters(), "init_from": recipe.init_from,
             "data": {"name": corpus.name, "split_note": corpus.note,
                      **{f"{s}_examples": len(v) for s, v in corpus.splits.items()}},
             "training": {"config": cfg.to_dict(), "device": str(pick_device(cfg.device)),
                          "command": command or "lstmgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])}}
     pipe = TextClassifier(model, tok, corpus.labels, prep, info)
+    if resume:
+        check_same_model(out, pipe.config_dict())
     task = ClassifyTask(train, valid, cfg, n, binary)
     trainer = Trainer(model, task, None, cfg, out, on_best=lambda best: pipe.save_pretrained(out))
+    trainer.continue_run(resume)
     summary = trainer.fit()
     model.cpu().eval()
     metrics = {}
@@ -292,9 +297,10 @@ def train_classifier(recipe: ClassifierRecipe, command: Optional[str] = None,
     return {**summary, "metrics": metrics, "out": str(out)}
 
 
-def cross_validate(recipe: ClassifierRecipe, k: int) -> Dict:
+def cross_validate(recipe: ClassifierRecipe, k: int, *, resume: bool = False) -> Dict:
     """k-fold cross-validation: k models, each tested on the fold it did not see (every 10th example of
-    the other folds is its validation set, for choosing the best epoch). Folders go to out/fold-i.
+    the other folds is its validation set, for choosing the best epoch). Folders go to out/fold-i; with
+    `resume`, each fold continues from its checkpoint (a finished fold is only scored again).
 
     Returns {"accuracies": [...], "mean_accuracy": ...}.
     """
@@ -307,6 +313,6 @@ def cross_validate(recipe: ClassifierRecipe, k: int) -> Dict:
         fold = LabelledCorpus(f"{corpus.name} fold {f + 1}/{k}", splits, corpus.labels,
                               f"{k}-fold cross-validation, fold {f + 1}: example i held out when i % {k} == {f}")
         r = train_classifier(ClassifierRecipe(**{**recipe.__dict__, "out": str(Path(recipe.out) / f"fold-{f + 1}")}),
-                             corpus=fold)
+                             corpus=fold, resume=resume)
         accuracies.append(r["metrics"]["test"]["accuracy"])
     return {"accuracies": accuracies, "mean_accuracy": sum(accuracies) / len(accuracies)}

@@ -12,8 +12,17 @@ from dataclasses import fields
 from typing import List, Optional
 
 from . import __version__
-from .cli_lm import GEN_FLAGS, LM_FLAGS, SAMPLE_FLAGS, cmd_eval, cmd_generate, cmd_serve, cmd_train_lm
+from .cli_lm import (
+    GEN_FLAGS,
+    LM_FLAGS,
+    SAMPLE_FLAGS,
+    cmd_eval,
+    cmd_generate,
+    cmd_serve,
+    cmd_train_lm,
+)
 from .cli_seq2seq import cmd_train_seq2seq, cmd_translate
+from .cli_settings import add_flags, add_task_training
 from .cli_tasks import (
     CLASSIFY_FLAGS,
     TAG_FLAGS,
@@ -25,16 +34,6 @@ from .cli_tasks import (
     cmd_train_tag,
 )
 from .errors import LstmgenError
-
-
-def _add_flags(p: argparse.ArgumentParser, flags: dict) -> None:
-    for name, (typ, help_) in flags.items():
-        if typ == "flag":
-            p.add_argument(f"--{name}", action="store_true", default=None, help=help_)
-        elif typ == "list":
-            p.add_argument(f"--{name}", action="append", default=None, help=help_ + " (repeatable)")
-        else:
-            p.add_argument(f"--{name}", type=typ, default=None, help=help_)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,22 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--config", help="a TOML file of settings, or a bundled preset's name (awd-lstm-ptb, "
                                      "ptb-medium, ...; flags override it)")
     lm.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    _add_flags(lm, LM_FLAGS)
+    add_flags(lm, LM_FLAGS)
 
     cl = train.add_parser("classify", help="a text classifier on labelled texts")
-    cl.add_argument("--data", required=True, help="imdb, rt-polarity, or file.csv|.tsv|.jsonl:TEXT_FIELD:LABEL_FIELD")
+    cl.add_argument("--data", help="imdb, rt-polarity, or file.csv|.tsv|.jsonl:TEXT_FIELD:LABEL_FIELD")
     cl.add_argument("--out", help="the model folder to write (default runs/<preset or data>)")
     cl.add_argument("--preset", help="keras-imdb (the Keras tutorial exactly), bilstm-imdb, or ulmfit (with "
                     "--init-from LM_FOLDER)")
     cl.add_argument("--folds", type=int, help="k-fold cross-validation instead of one run: prints the mean "
                     "accuracy (folders out/fold-i)")
-    _add_flags(cl, CLASSIFY_FLAGS)
+    add_task_training(cl, CLASSIFY_FLAGS)
 
     tg = train.add_parser("tag", help="a BiLSTM-CRF named-entity tagger on CoNLL data")
-    tg.add_argument("--data", required=True, help="conll2003, or a CoNLL file (word ... tag per line)")
+    tg.add_argument("--data", help="conll2003, or a CoNLL file (word ... tag per line)")
     tg.add_argument("--out", help="the model folder to write (default runs/tagger)")
     tg.add_argument("--scheme", default=None, help="bioes (default) | bio: the tags the CRF learns")
-    _add_flags(tg, TAG_FLAGS)
+    add_task_training(tg, TAG_FLAGS)
 
     from .cli_seq2seq import add_parsers
 
@@ -88,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("model", help="model folder or bundled name (e.g. shakespeare-char)")
     gen.add_argument("--prompt", action="append", help="text to continue (repeat for a batch of prompts)")
     gen.add_argument("--prompt-file", help="prompts, one per line ('-' reads standard input)")
-    _add_flags(gen, GEN_FLAGS)
+    add_flags(gen, GEN_FLAGS)
     gen.add_argument("--num-samples", type=int, dest="num_return_sequences", help="same as --num-return-sequences")
     gen.add_argument("--dtype", choices=["float32", "bfloat16"], help="the weights' type while generating "
                      "(bfloat16: faster on GPUs and on CPUs with AVX512-BF16 or AMX; default float32)")
@@ -134,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--num-beams", type=int, help="seq2seq: beam size (default: the model's)")
     sampling = ev.add_argument_group("decoding options of the --samples (default: the model's)")
-    _add_flags(sampling, {k: GEN_FLAGS[k] for k in SAMPLE_FLAGS})
+    add_flags(sampling, {k: GEN_FLAGS[k] for k in SAMPLE_FLAGS})
     ev.add_argument("--src-lang", help="seq2seq: source language of --data")
     ev.add_argument("--tgt-lang", help="seq2seq: target language of --data")
 

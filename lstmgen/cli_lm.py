@@ -8,6 +8,7 @@ from dataclasses import fields
 from typing import List
 
 from .cli_io import read_text
+from .cli_settings import exit_code
 from .errors import UserInputError
 from .training.distributed import shutdown_distributed
 
@@ -154,11 +155,7 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
     print(f"saved {result['out']}  ({result['steps']} steps, {result['epochs']} epochs, {result['minutes']} min)")
     print(f"valid: loss {m['loss']:.4f} (ppl {m['perplexity']:.2f}, {m['bpc']:.3f} bpc), "
           f"256-window zero-state loss {m['window256_loss']:.4f}")
-    if result["interrupted"]:
-        print("lstmgen: interrupted; checkpoint saved — continue with the same command plus --resume",
-              file=sys.stderr)
-        return 130
-    return 0
+    return exit_code(result)
 
 
 COMMAND_OF_TASK = {"text-classification": "classify", "token-classification": "tag", "translation": "translate"}

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 from .cli_io import input_lines, output_file
+from .cli_settings import add_task_training, exit_code, task_settings
 from .errors import UserInputError
 
 
@@ -18,7 +19,8 @@ def _bool(v: str) -> bool:
     return v.lower() in ("1", "true", "yes")
 
 
-# flag -> (type, help); the settings of Seq2SeqRecipe and its TrainConfig (None: the preset's or default).
+# flag -> (type, help); the settings of Seq2SeqRecipe (None: the preset's or default), and the batch size with
+# this task's default; the other training flags are cli_settings.TRAIN_FLAGS.
 SEQ2SEQ_FLAGS = {
     "tokenizer": (str, "bpe | word | char (default bpe)"),
     "vocab-size": (int, "vocabulary per side, or of the shared one (default 8000)"),
@@ -42,23 +44,11 @@ SEQ2SEQ_FLAGS = {
     "select-by": (str, "loss | metric: keep the weights of the lowest validation loss (default) or of the best "
                        "greedy BLEU / ROUGE-2 / F1 on the validation sample"),
     "batch-size": (int, "pairs per batch (default 64)"),
-    "lr": (float, "peak learning rate"),
-    "optimizer": (str, "adamw | sgd | rmsprop"),
-    "max-epochs": (float, "epochs"),
-    "max-minutes": (float, "time budget"),
-    "max-steps": (int, "step budget"),
-    "eval-every": (int, "steps between validations and checkpoints"),
-    "seed": (int, "random seed"),
-    "device": (str, "auto | cpu | cuda | mps"),
 }
-TRAIN_KEYS = {"batch_size", "lr", "optimizer", "max_epochs", "max_minutes", "max_steps", "eval_every", "seed",
-              "device"}
 
 
 def add_parsers(train_sub, sub) -> None:
     """`train seq2seq` under `lstmgen train`, and `lstmgen translate`."""
-    from .cli import _add_flags
-
     s2s = train_sub.add_parser("seq2seq", help="an attention encoder-decoder (translation, summarization, QA)")
     s2s.add_argument("--data", help="multi30k[:de-en], fra-eng[:en-fr], squad, gigaword, pairs.tsv, pairs.jsonl, "
                                     "or a prefix with --src-lang/--tgt-lang (prefix.de, prefix.en)")
@@ -66,7 +56,7 @@ def add_parsers(train_sub, sub) -> None:
     s2s.add_argument("--tgt-lang", help="target language")
     s2s.add_argument("--out", help="the model folder to write (default runs/<preset or data>)")
     s2s.add_argument("--preset", help="multi30k-cpu, multi30k, gigaword-copy or gigaword")
-    _add_flags(s2s, SEQ2SEQ_FLAGS)
+    add_task_training(s2s, SEQ2SEQ_FLAGS)
 
     tr = sub.add_parser("translate", help="translate (or summarize, answer) texts with a seq2seq folder")
     tr.add_argument("model", help="seq2seq model folder")
@@ -88,17 +78,14 @@ def add_parsers(train_sub, sub) -> None:
 def cmd_train_seq2seq(args: argparse.Namespace) -> int:
     from .seq2seq_recipe import Seq2SeqRecipe, train_seq2seq
 
-    given = {k.replace("-", "_"): getattr(args, k.replace("-", "_")) for k in SEQ2SEQ_FLAGS}
-    given = {k: v for k, v in given.items() if v is not None}
-    train = {k: given.pop(k) for k in list(given) if k in TRAIN_KEYS}
-    for k in ("data", "src_lang", "tgt_lang"):
-        if getattr(args, k):
-            given[k] = getattr(args, k)
-    if not args.preset and not args.data:
-        raise UserInputError("--data is required (or a --preset that names its data)")
-    name = args.preset or Path(args.data.split(":")[0]).stem
-    recipe = Seq2SeqRecipe.from_preset(args.preset, out=args.out or f"runs/{name}", train=train, **given)
-    result = train_seq2seq(recipe)
+    given, train = task_settings(args, SEQ2SEQ_FLAGS, Seq2SeqRecipe, "seq2seq",
+                                 ("data", "src-lang", "tgt-lang", "out", "preset"))
+    preset = given.pop("preset", None)
+    if not preset and not given.get("data"):
+        raise UserInputError("--data is required (or a --preset that names its data, or data in --config)")
+    given.setdefault("out", f"runs/{preset or Path(given['data'].split(':')[0]).stem}")
+    recipe = Seq2SeqRecipe.from_preset(preset, train=train, **given)
+    result = train_seq2seq(recipe, resume=args.resume)
     for split, m in result["metrics"].items():
         figs = ", ".join(f"{k} {v}" for k, v in m.items() if isinstance(v, (int, float)) and k != "examples")
         print(f"{split}: {figs} ({m['examples']} pairs)")
@@ -106,7 +93,7 @@ def cmd_train_seq2seq(args: argparse.Namespace) -> int:
     if sig:
         print(f"sacreBLEU signature: {sig}")
     print(f"model folder: {result['out']}")
-    return 0
+    return exit_code(result)
 
 
 def cmd_translate(args: argparse.Namespace) -> int:

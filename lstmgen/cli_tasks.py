@@ -11,9 +11,11 @@ from pathlib import Path
 
 from .cli_io import input_lines, output_file, read_text
 from .cli_lm import load_lm
+from .cli_settings import exit_code, task_settings
 from .errors import UserInputError
 
-# flag -> (type, help), as in cli.py; these settings go to the recipes' dataclasses.
+# flag -> (type, help), as in cli.py: the recipes' own settings, and training settings with this task's default
+# or meaning; the other training flags are cli_settings.TRAIN_FLAGS.
 CLASSIFY_FLAGS = {
     "vocab-size": (int, "words in the vocabulary"),
     "max-length": (int, "tokens read per text"),
@@ -27,13 +29,6 @@ CLASSIFY_FLAGS = {
     "dropout": (float, "dropout"),
     "weight-drop": (float, "DropConnect on the LSTM's hidden-to-hidden weights while training (AWD-LSTM, "
                            "ULMFiT)"),
-    "batch-size": (int, "batch size"),
-    "lr": (float, "learning rate"),
-    "optimizer": (str, "adamw | sgd | rmsprop"),
-    "max-epochs": (float, "epochs"),
-    "max-minutes": (float, "time budget"),
-    "seed": (int, "random seed"),
-    "device": (str, "auto | cpu | cuda | mps"),
     "init-from": (str, "a language-model folder: its tokenizer, embedding and LSTM start the classifier "
                        "(ULMFiT; use --preset ulmfit)"),
     "discriminative-lr": (float, "each layer group below the head trains at lr / this (ULMFiT 2.6)"),
@@ -50,34 +45,30 @@ TAG_FLAGS = {
     "batch-size": (int, "sentences per batch (default 16)"),
     "lr": (float, "learning rate (default 2e-3)"),
     "max-epochs": (float, "epochs (default 40)"),
-    "max-minutes": (float, "time budget"),
-    "seed": (int, "random seed"),
-    "device": (str, "auto | cpu | cuda | mps"),
 }
-TRAIN_KEYS = {"batch_size", "lr", "optimizer", "max_epochs", "max_minutes", "seed", "device", "discriminative_lr",
-              "gradual_unfreezing"}
 
 
 def cmd_train_classify(args: argparse.Namespace) -> int:
     from .classification import ClassifierRecipe, train_classifier
 
-    given = {k.replace("-", "_"): getattr(args, k.replace("-", "_")) for k in CLASSIFY_FLAGS}
-    given = {k: v for k, v in given.items() if v is not None}
-    train = {k: given.pop(k) for k in list(given) if k in TRAIN_KEYS}
-    out = args.out or f"runs/{args.preset or Path(args.data.split(':')[0]).stem}"
-    recipe = ClassifierRecipe.from_preset(args.preset, data=args.data, out=out, train=train, **given)
+    given, train = task_settings(args, CLASSIFY_FLAGS, ClassifierRecipe, "classify", ("data", "out", "preset"))
+    preset = given.pop("preset", None)
+    if not given.get("data"):
+        raise UserInputError("--data is required (or set data in --config)")
+    given.setdefault("out", f"runs/{preset or Path(given['data'].split(':')[0]).stem}")
+    recipe = ClassifierRecipe.from_preset(preset, train=train, **given)
     if args.folds:
         from .classification import cross_validate
 
-        result = cross_validate(recipe, args.folds)
+        result = cross_validate(recipe, args.folds, resume=args.resume)
         print(f"{args.folds}-fold cross-validation: accuracy {result['mean_accuracy']:.4f} "
               f"(folds {', '.join(f'{a:.4f}' for a in result['accuracies'])})")
         return 0
-    result = train_classifier(recipe)
+    result = train_classifier(recipe, resume=args.resume)
     for split, m in result["metrics"].items():
         print(f"{split}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} ({m['examples']} texts)")
     print(f"model folder: {result['out']} (confusion matrix: {result['out']}/confusion.png)")
-    return 0
+    return exit_code(result)
 
 
 def cmd_train_tag(args: argparse.Namespace) -> int:
@@ -85,18 +76,17 @@ def cmd_train_tag(args: argparse.Namespace) -> int:
 
     from .tagging import TagRecipe, train_tagger
 
-    given = {k.replace("-", "_"): getattr(args, k.replace("-", "_")) for k in TAG_FLAGS}
-    given = {k: v for k, v in given.items() if v is not None}
-    train = {k: given.pop(k) for k in list(given) if k in TRAIN_KEYS}
-    recipe = TagRecipe(data=args.data, out=args.out or "runs/tagger", **given,
-                       **({"scheme": args.scheme} if args.scheme else {}))
+    given, train = task_settings(args, TAG_FLAGS, TagRecipe, "tag", ("data", "out", "scheme"))
+    if not given.get("data"):
+        raise UserInputError("--data is required (or set data in --config)")
+    recipe = TagRecipe(**{"out": "runs/tagger", **given})
     recipe.train = replace(recipe.train, **train)
-    result = train_tagger(recipe)
+    result = train_tagger(recipe, resume=args.resume)
     for split, m in result["metrics"].items():
         print(f"{split}: entity F1 {100 * m['f1']:.2f} (precision {100 * m['precision']:.2f}, recall "
               f"{100 * m['recall']:.2f}; {m['sentences']} sentences)")
     print(f"model folder: {result['out']}")
-    return 0
+    return exit_code(result)
 
 
 def cmd_tag(args: argparse.Namespace) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import shlex
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -19,7 +18,7 @@ from .generation import GenerationConfig
 from .models import LanguageModel, LMConfig
 from .pipelines import TextGenerator
 from .tokenizers import KINDS, Tokenizer
-from .training import CHECKPOINT, LOG, TrainConfig, Trainer, evaluate_lm, pick_device
+from .training import LOG, TrainConfig, Trainer, evaluate_lm, pick_device, prepare_out
 from .training import cache as lm_cache
 from .training import dynamic as lm_dynamic
 from .training.cache import CacheConfig
@@ -86,20 +85,6 @@ class LMRecipe:
         check_range("sample_tokens", self.sample_tokens, 0)
 
 
-def _check_out(out: Path, resume: bool) -> None:
-    """Refuse to mix runs, and find an unwritable folder before any training time is spent."""
-    if out.exists() and not out.is_dir():
-        raise UserInputError(f"--out {out} is a file; give a folder")
-    if (out / CHECKPOINT).exists() and not resume:
-        raise UserInputError(f"{out} holds a training run; pass --resume to continue it, or choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):  # a real write: permissions, read-only mounts, quotas
-            pass
-    except OSError as e:
-        raise UserInputError(f"cannot write to --out {out} ({e.strerror}); choose another folder") from None
-
-
 def _check_space(out: Path, model: LanguageModel) -> None:
     """Fail before training, not at the first checkpoint, when the disk cannot hold the files."""
     weights = 4 * model.num_parameters()
@@ -122,7 +107,7 @@ def train_lm(recipe: LMRecipe, *, resume: bool = False, command: Optional[str] =
     Returns the summary: steps, minutes, best validation and the final metrics.
     """
     out = Path(recipe.out)
-    _check_out(out, resume)
+    prepare_out(out, resume)
     # Under torchrun every rank runs this function: rank 0 makes the tokenizer, the others read its file.
     dist = init_distributed(recipe.train.device)
     resuming = resume and (out / "config.json").exists()
@@ -179,8 +164,7 @@ def train_lm(recipe: LMRecipe, *, resume: bool = False, command: Optional[str] =
     trainer = Trainer(model, train_tokens, valid_tokens, cfg, out,
                       on_best=lambda best: pipeline.save_pretrained(out, dtype=save_dtype, card=False),
                       on_eval=_sampler(pipeline, recipe.sample_tokens))
-    if resume and not trainer.resume():
-        print(f"lstmgen: no checkpoint in {out}; starting a new run", file=sys.stderr)
+    trainer.continue_run(resume)
     summary = trainer.fit()
     if not dist.main:  # rank 0 scores the model and writes the folder
         return {**summary, "out": str(out)}

@@ -20,7 +20,7 @@ from .errors import UserInputError, check_range
 from .generation import GenerationConfig
 from .models.seq2seq import Seq2Seq, Seq2SeqConfig
 from .tokenizers import KINDS, Tokenizer
-from .training import TrainConfig, Trainer, pick_device
+from .training import TrainConfig, Trainer, check_same_model, pick_device, prepare_out
 from .training.tasks import Seq2SeqTask
 from .training.textmetrics import text_scores
 from .translation import BOS, EOS, Translator
@@ -158,13 +158,16 @@ def score_pairs(pipe: Translator, pairs, **options) -> Dict:
     return {**out, "examples": len(pairs), "sentences_per_s": round(len(pairs) / max(seconds, 1e-9), 1)}
 
 
-def train_seq2seq(recipe: Seq2SeqRecipe, command: Optional[str] = None) -> Dict:
+def train_seq2seq(recipe: Seq2SeqRecipe, command: Optional[str] = None, *, resume: bool = False) -> Dict:
     """Train an encoder-decoder, write its folder and report valid and test figures (beam search).
 
     Args:
         recipe: data, tokenizer, model, loss and training settings.
         command: the command recorded in the model card (default: this process's argv).
+        resume: continue the run in recipe.out from its checkpoint (the same settings and data).
     """
+    out = Path(recipe.out)
+    prepare_out(out, resume)
     corpus = open_parallel(recipe.data, recipe.src_lang, recipe.tgt_lang)
     if not corpus.splits.get("train"):
         raise UserInputError(f"{recipe.data}: no training pairs")
@@ -189,7 +192,6 @@ def train_seq2seq(recipe: Seq2SeqRecipe, command: Optional[str] = None) -> Dict:
         scores = score_pairs(pipe, sample, num_beams=1, no_repeat_ngram_size=0) if sample else {}
         return {f"valid_{k}": v for k, v in scores.items() if isinstance(v, (int, float)) and k != "examples"}
 
-    out = Path(recipe.out)
     info = {"num_parameters": model.num_parameters(),
             "data": {"name": corpus.name, "split_note": corpus.note, "src_lang": corpus.src_lang,
                      "tgt_lang": corpus.tgt_lang, **{f"{s}_pairs": len(v) for s, v in corpus.splits.items()},
@@ -198,11 +200,14 @@ def train_seq2seq(recipe: Seq2SeqRecipe, command: Optional[str] = None) -> Dict:
                          "label_smoothing": recipe.label_smoothing, "coverage_weight": recipe.coverage_weight,
                          "command": command or "lstmgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])}}
     pipe.info = info
+    if resume:
+        check_same_model(out, pipe.config_dict())
     metric = {"summarization": "valid_rouge2", "question-answering": "valid_f1"}.get(corpus.task, "valid_bleu")
     task = Seq2SeqTask(train, valid, cfg, pipe.bos, pipe.eos, recipe.label_smoothing, recipe.coverage_weight,
                        scorer if recipe.eval_examples else None,
                        select=metric if recipe.select_by == "metric" else "valid_loss")
     trainer = Trainer(model, task, None, cfg, out, on_best=lambda best: pipe.save_pretrained(out))
+    trainer.continue_run(resume)
     summary = trainer.fit()
     model.eval()
     metrics = {split: score_pairs(pipe, corpus.splits[split]) for split in ("valid", "test")

@@ -22,7 +22,7 @@ from . import __version__
 from .data.conll import Sentence, open_tagged, span_f1, spans, to_scheme, write_conll
 from .errors import ModelFolderError, UserInputError, as_texts
 from .models.tagger import BiLSTMCRFTagger, TaggerConfig
-from .training import TrainConfig, Trainer, pick_device
+from .training import TrainConfig, Trainer, check_same_model, pick_device, prepare_out
 from .training.tasks import TagTask
 
 MODEL_TYPE = "lstm-tagger"
@@ -174,10 +174,18 @@ def _rows(sentences: List[Sentence], pipe: Tagger, scheme: str, tag_index: Dict[
     return out
 
 
-def train_tagger(recipe: TagRecipe, command: Optional[str] = None) -> Dict:
-    """Train a tagger, write its folder (with test predictions in CoNLL format), and report entity F1."""
+def train_tagger(recipe: TagRecipe, command: Optional[str] = None, *, resume: bool = False) -> Dict:
+    """Train a tagger, write its folder (with test predictions in CoNLL format), and report entity F1.
+
+    Args:
+        recipe: data, model and training settings.
+        command: the command recorded in the model card (default: this process's argv).
+        resume: continue the run in recipe.out from its checkpoint (the same settings and data).
+    """
     if recipe.scheme not in ("bio", "bioes"):
         raise UserInputError(f"scheme must be bio or bioes, got {recipe.scheme!r}")
+    out = Path(recipe.out)
+    prepare_out(out, resume)
     splits = open_tagged(recipe.data)
     train = splits["train"]
     counts = Counter(word_key(w) for s in train for w in s.words)
@@ -199,12 +207,14 @@ def train_tagger(recipe: TagRecipe, command: Optional[str] = None) -> Dict:
             "training": {"config": cfg.to_dict(), "device": str(pick_device(cfg.device)), "scheme": recipe.scheme,
                          "command": command or "lstmgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])}}
     pipe = Tagger(model, word_tokenizer(words), chars, info)
+    if resume:
+        check_same_model(out, pipe.config_dict())
     index = {t: i for i, t in enumerate(tags)}
     singletons = frozenset(i + 2 for i, w in enumerate(words) if counts[w] == 1)
     task = TagTask(_rows(train, pipe, recipe.scheme, index), _rows(splits["valid"], pipe, recipe.scheme, index),
                    cfg, tags, singletons, unk_id=1)
-    out = Path(recipe.out)
     trainer = Trainer(model, task, None, cfg, out, on_best=lambda best: pipe.save_pretrained(out))
+    trainer.continue_run(resume)
     summary = trainer.fit()
     model.cpu().eval()
     metrics = {}

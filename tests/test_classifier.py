@@ -150,6 +150,46 @@ def test_cli(trained, tmp_path, capsys):
     assert main(["train", "classify", "--data", f"{data}:text:label", "--preset", "nope"]) == 2
 
 
+def test_cli_config_file_and_resume(tmp_path, capsys, monkeypatch):
+    """`train classify` takes --config (flags win over it) and --resume, and a run stopped after 3 steps then
+    resumed to 6 runs 3 more steps and ends with the weights, optimizer state and log of a straight 6-step run."""
+    from lstmgen.cli import main
+    from lstmgen.training.checkpoint import load_checkpoint
+    from lstmgen.training.tasks import ClassifyTask
+
+    data = write_reviews(tmp_path / "r.jsonl", n=300)
+    cfg = tmp_path / "clf.toml"
+    cfg.write_text(f'data = "{data}:text:label"\n[model]\nhidden-size = 8\nembed_size = 8\n'
+                   '[train]\nschedule = "constant"\nwarmup_steps = 0\nmax_steps = 99\n')
+
+    def train(out, steps, *more):
+        return main(["train", "classify", "--config", str(cfg), "--out", str(tmp_path / out), "--max-steps",
+                     str(steps), *more])
+
+    assert train("straight", 6) == 0
+    assert train("split", 3) == 0
+    assert train("split", 3) == 2  # the folder holds a run: --resume or another --out
+    assert "pass --resume" in capsys.readouterr().err
+    assert train("split", 6, "--resume", "--hidden-size", "12") == 2  # another model than the run's
+    assert "hidden_size 8 -> 12" in capsys.readouterr().err
+    fetched, batch = [], ClassifyTask.batch
+    monkeypatch.setattr(ClassifyTask, "batch", lambda self, *a: fetched.append(a) or batch(self, *a))
+    assert train("split", 6, "--resume") == 0
+    assert len(fetched) == 3  # steps 4-6 only
+    monkeypatch.undo()
+    saved = json.loads((tmp_path / "split" / "config.json").read_text())
+    assert saved["model"]["hidden_size"] == 8 and saved["training"]["config"]["max_steps"] == 6
+    a, _ = load_checkpoint(tmp_path / "straight" / "checkpoint.safetensors")
+    b, _ = load_checkpoint(tmp_path / "split" / "checkpoint.safetensors")
+    for k in a:
+        if k.startswith(("model.", "optim.")):
+            assert torch.equal(a[k], b[k]), k
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "training_log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 6
+    cfg.write_text(cfg.read_text() + "hiden_size = 4\n")
+    assert train("typo", 2) == 2 and "unknown setting(s) hiden_size" in capsys.readouterr().err
+
+
 def test_served_by_v1_classify(trained):
     from fastapi.testclient import TestClient
 

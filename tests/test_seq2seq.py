@@ -188,6 +188,19 @@ def test_cli_translate_eval_and_train(reverser, tmp_path, capsys):
                  "--max-steps", "3", "--eval-examples", "4", "--num-beams", "2"]) == 0
     assert "valid: bleu" in capsys.readouterr().out
     assert (tmp_path / "m" / "target_tokenizer.json").is_file()
+    # the same settings from a --config file (the flags win), continued with --resume to 5 steps
+    cfg = tmp_path / "s2s.toml"
+    cfg.write_text(f'[data]\ndata = "{pairs}:q:a"\ntokenizer = "word"\n[model]\nembed_size = 8\nhidden-size = 8\n'
+                   'encoder_layers = 1\ndecoder_layers = 1\n[train]\nmax_steps = 99\neval_examples = 4\n'
+                   'num_beams = 2\n')
+    assert main(["train", "seq2seq", "--config", str(cfg), "--out", str(tmp_path / "m"), "--max-steps", "5"]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(["train", "seq2seq", "--config", str(cfg), "--out", str(tmp_path / "m"), "--max-steps", "5",
+                 "--resume"]) == 0
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["training"]["config"]["max_steps"] == 5 and saved["model"]["hidden_size"] == 8
+    log = (tmp_path / "m" / "training_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log] == [3, 5]
 
 
 def test_translate_endpoint(reverser):

@@ -133,6 +133,27 @@ def test_learns_a_small_tagging_task(tagger_dir):
     assert (folder / "test_predictions.conll").read_text().count("\n") > 100
 
 
+def test_train_from_a_config_file_and_resume(tmp_path, capsys):
+    """`train tag` reads --config (tables or flat keys, flags win), refuses a folder that holds a run, and
+    continues one with --resume (each step once in the log)."""
+    from lstmgen.cli import main
+
+    data = write_conll(tmp_path / "toy.conll", 60, 1)
+    cfg = tmp_path / "tag.toml"
+    cfg.write_text(f'data = "{data}"\nscheme = "bio"\n[model]\nword-dim = 8\nchar_dim = 4\nchar_hidden = 4\n'
+                   'hidden_size = 8\n[train]\nmax_steps = 2\nbatch_size = 8\n')
+    out = str(tmp_path / "t")
+    assert main(["train", "tag", "--config", str(cfg), "--out", out]) == 0
+    assert "test: entity F1" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert saved["model"]["word_dim"] == 8 and saved["training"]["scheme"] == "bio"
+    assert main(["train", "tag", "--config", str(cfg), "--out", out, "--max-steps", "4"]) == 2
+    assert main(["train", "tag", "--config", str(cfg), "--out", out, "--max-steps", "4", "--resume"]) == 0
+    log = (tmp_path / "t" / "training_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in log] == [2, 4]
+    assert main(["train", "tag", "--out", out]) == 2 and "--data is required" in capsys.readouterr().err
+
+
 def test_pipeline_cli_and_server(tagger_dir, capsys):
     from fastapi.testclient import TestClient
 

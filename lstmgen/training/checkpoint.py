@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -16,12 +17,64 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from ..atomic import atomic_path
+from ..errors import UserInputError
 from ..serial import tied_aliases
 from .averaging import WeightAverage
 from .distributed import barrier, gather_rows
 
 CHECKPOINT = "checkpoint.safetensors"
 LOG = "training_log.jsonl"
+# What a pipeline's config.json says about the model itself (the rest is the run's information): a run
+# resumed with other settings or data would load its checkpoint into another model.
+STRUCTURE_KEYS = ("model", "labels", "prep", "chars", "text_task", "max_source_tokens", "shared_vocab")
+
+
+def prepare_out(out: Path, resume: bool) -> None:
+    """Refuse to mix runs, and find an unwritable folder before any training time is spent; a new run
+    starts a new log (the Trainer appends to it).
+
+    Args:
+        out: the run's folder (made if missing).
+        resume: the run continues the checkpoint in `out`.
+    """
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} is a file; give a folder")
+    if (out / CHECKPOINT).exists() and not resume:
+        raise UserInputError(f"{out} holds a training run; pass --resume to continue it, or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):  # a real write: permissions, read-only mounts, quotas
+            pass
+    except OSError as e:
+        raise UserInputError(f"cannot write to --out {out} ({e.strerror}); choose another folder") from None
+    if not resume:
+        (out / LOG).unlink(missing_ok=True)
+
+
+def check_same_model(out: Path, config: Dict) -> None:
+    """Before resuming: the model that the settings and data make now must be the one in `out` (its
+    config.json, written at the first evaluation), else one line naming what differs.
+
+    Args:
+        out: the run's folder.
+        config: the new pipeline's config_dict().
+    """
+    path = out / "config.json"
+    if not path.is_file():
+        return  # stopped before its first evaluation: the checkpoint's shapes are checked when loaded
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    now = json.loads(json.dumps(config))  # tuples -> lists, as saved
+    differ = []
+    for key in STRUCTURE_KEYS:
+        a, b = saved.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            differ += [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            differ.append(key)
+    if differ:
+        raise UserInputError(f"--resume continues the run in {out} as it was made, but these settings and data "
+                             f"make another model ({'; '.join(differ)}); give the run's own settings, or choose "
+                             "another --out")
 
 
 def atomic_save_tensors(path: Path, tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> None:
@@ -106,6 +159,11 @@ class Checkpointing:
         atomic_save_tensors(self.out / CHECKPOINT, tensors, meta)
         barrier(self.dist)
 
+    def continue_run(self, resume: bool) -> None:
+        """With `resume`, continue from the checkpoint in out_dir, or say that there is none to continue."""
+        if resume and not self.resume() and self.dist.main:
+            tqdm.write(f"lstmgen: no checkpoint in {self.out}; starting a new run", file=sys.stderr)
+
     def resume(self) -> bool:
         """Continue from out_dir's checkpoint if there is one; returns whether it did."""
         path = self.out / CHECKPOINT
@@ -120,7 +178,12 @@ class Checkpointing:
                 sd[alias] = sd[name]
             return sd
 
-        self.model.load_state_dict(weights("model."))
+        try:
+            self.model.load_state_dict(weights("model."))
+        except RuntimeError as e:  # missing keys or other shapes: the run was made with other settings
+            first = str(e).strip().splitlines()[-1].strip()
+            raise UserInputError(f"{path} holds another model than these settings make ({first}); resume with "
+                                 "the run's own settings, or choose another --out") from None
         if any(k.startswith("best.") for k in tensors):
             self.best_state = {k: v.to(self.device) for k, v in weights("best.").items()}
         optimizer_from_tensors(self.opt, tensors, meta["optimizer"])
