@@ -271,7 +271,7 @@ def train_classifier(recipe: ClassifierRecipe, command: Optional[str] = None,
                          "command": command or "lstmgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])}}
     pipe = TextClassifier(model, tok, corpus.labels, prep, info)
     if resume:
-        check_same_model(out, pipe.config_dict())
+        check_same_model(out, pipe.config_dict(), {"tokenizer.json": tok.hf.to_str(pretty=True)})
     task = ClassifyTask(train, valid, cfg, n, binary)
     trainer = Trainer(model, task, None, cfg, out, on_best=lambda best: pipe.save_pretrained(out))
     trainer.continue_run(resume)

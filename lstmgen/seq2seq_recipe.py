@@ -23,7 +23,7 @@ from .tokenizers import KINDS, Tokenizer
 from .training import TrainConfig, Trainer, check_same_model, pick_device, prepare_out
 from .training.tasks import Seq2SeqTask
 from .training.textmetrics import text_scores
-from .translation import BOS, EOS, Translator
+from .translation import BOS, EOS, TARGET_TOKENIZER, Translator
 
 PRESETS: Dict[str, dict] = {
     # Multi30k De->En on a laptop CPU: one-layer BiLSTM encoder and decoder, 256 wide, Luong general
@@ -201,7 +201,8 @@ def train_seq2seq(recipe: Seq2SeqRecipe, command: Optional[str] = None, *, resum
                          "command": command or "lstmgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])}}
     pipe.info = info
     if resume:
-        check_same_model(out, pipe.config_dict())
+        check_same_model(out, pipe.config_dict(), {"tokenizer.json": src_tok.hf.to_str(pretty=True),
+                                                    TARGET_TOKENIZER: tgt_tok.hf.to_str(pretty=True)})
     metric = {"summarization": "valid_rouge2", "question-answering": "valid_f1"}.get(corpus.task, "valid_bleu")
     task = Seq2SeqTask(train, valid, cfg, pipe.bos, pipe.eos, recipe.label_smoothing, recipe.coverage_weight,
                        scorer if recipe.eval_examples else None,

@@ -208,7 +208,7 @@ def train_tagger(recipe: TagRecipe, command: Optional[str] = None, *, resume: bo
                          "command": command or "lstmgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])}}
     pipe = Tagger(model, word_tokenizer(words), chars, info)
     if resume:
-        check_same_model(out, pipe.config_dict())
+        check_same_model(out, pipe.config_dict(), {"tokenizer.json": pipe.words.to_str(pretty=True)})
     index = {t: i for i, t in enumerate(tags)}
     singletons = frozenset(i + 2 for i, w in enumerate(words) if counts[w] == 1)
     task = TagTask(_rows(train, pipe, recipe.scheme, index), _rows(splits["valid"], pipe, recipe.scheme, index),

@@ -172,6 +172,11 @@ def test_cli_config_file_and_resume(tmp_path, capsys, monkeypatch):
     assert "pass --resume" in capsys.readouterr().err
     assert train("split", 6, "--resume", "--hidden-size", "12") == 2  # another model than the run's
     assert "hidden_size 8 -> 12" in capsys.readouterr().err
+    tok = tmp_path / "split" / "tokenizer.json"
+    kept = tok.read_text()
+    tok.write_text(kept.replace('"superb"', '"superbe"'))  # as if the data had another word
+    assert train("split", 6, "--resume") == 2 and "another vocabulary" in capsys.readouterr().err
+    tok.write_text(kept)
     fetched, batch = [], ClassifyTask.batch
     monkeypatch.setattr(ClassifyTask, "batch", lambda self, *a: fetched.append(a) or batch(self, *a))
     assert train("split", 6, "--resume") == 0

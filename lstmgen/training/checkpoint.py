@@ -51,13 +51,14 @@ def prepare_out(out: Path, resume: bool) -> None:
         (out / LOG).unlink(missing_ok=True)
 
 
-def check_same_model(out: Path, config: Dict) -> None:
+def check_same_model(out: Path, config: Dict, tokenizers: Dict[str, str]) -> None:
     """Before resuming: the model that the settings and data make now must be the one in `out` (its
-    config.json, written at the first evaluation), else one line naming what differs.
+    config.json and tokenizer files, written at the first evaluation), else one line naming what differs.
 
     Args:
         out: the run's folder.
         config: the new pipeline's config_dict().
+        tokenizers: file name -> the text the new pipeline writes there (its vocabularies).
     """
     path = out / "config.json"
     if not path.is_file():
@@ -71,6 +72,8 @@ def check_same_model(out: Path, config: Dict) -> None:
             differ += [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
         elif a != b:
             differ.append(key)
+    differ += [f"another vocabulary than {name}'s" for name, text in tokenizers.items()
+               if (out / name).is_file() and (out / name).read_text(encoding="utf-8") != text]
     if differ:
         raise UserInputError(f"--resume continues the run in {out} as it was made, but these settings and data "
                              f"make another model ({'; '.join(differ)}); give the run's own settings, or choose "
