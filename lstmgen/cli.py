@@ -12,15 +12,7 @@ from dataclasses import fields
 from typing import List, Optional
 
 from . import __version__
-from .cli_lm import (
-    GEN_FLAGS,
-    LM_FLAGS,
-    SAMPLE_FLAGS,
-    cmd_eval,
-    cmd_generate,
-    cmd_serve,
-    cmd_train_lm,
-)
+from .cli_lm import GEN_FLAGS, LM_FLAGS, SAMPLE_FLAGS, cmd_eval, cmd_generate, cmd_serve, cmd_train_lm
 from .cli_seq2seq import cmd_train_seq2seq, cmd_translate
 from .cli_settings import add_flags, add_task_training
 from .cli_tasks import (
