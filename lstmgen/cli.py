@@ -199,7 +199,14 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse fills a `texts` list only from the words before the first option, so in `lstmgen translate DIR
+    # --num-beams 5 "Ein Mann"` the text would be refused: words after the options are texts too.
+    if extra and isinstance(getattr(args, "texts", None), list) and not any(e.startswith("-") for e in extra):
+        args.texts += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "train" and args.task in ("classify", "tag", "seq2seq"):
         args.command = f"train-{args.task}"
     handler = {"train": cmd_train_lm, "train-classify": cmd_train_classify, "classify": cmd_classify,

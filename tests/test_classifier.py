@@ -142,6 +142,11 @@ def test_cli(trained, tmp_path, capsys):
     _, folder = trained
     assert main(["classify", str(folder), "A superb story", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["label"] == "pos"
+    assert main(["classify", str(folder), "--json", "A superb story", "Awful"]) == 0  # texts after the options
+    assert [json.loads(line)["label"] for line in capsys.readouterr().out.splitlines()] == ["pos", "neg"]
+    with pytest.raises(SystemExit) as e:  # a misspelt option is not taken for a text
+        main(["classify", str(folder), "--jsn", "A superb story"])
+    assert e.value.code == 2 and "unrecognized arguments: --jsn" in capsys.readouterr().err
     assert main(["classify", str(folder)]) == 2
     data = write_reviews(tmp_path / "r.jsonl", n=300)
     assert main(["train", "classify", "--data", f"{data}:text:label", "--out", str(tmp_path / "m"),

@@ -175,6 +175,8 @@ def test_cli_translate_eval_and_train(reverser, tmp_path, capsys):
     assert (tmp_path / "a.png").stat().st_size > 1000
     assert main(["translate", model, "12", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["translation"] == "21"
+    assert main(["translate", model, "--num-beams", "2", "12", "345"]) == 0  # texts after the options too
+    assert capsys.readouterr().out == "21\n543\n"
     assert main(["eval", model, "--data", str(d / "rev.tsv"), "--split", "test"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["chrf"] > 95 and r["examples"] == 300 and "nrefs:1" in r["bleu_signature"]
