@@ -7,6 +7,7 @@ Errors a user can cause print one line and exit with code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import fields
 from typing import List, Optional
@@ -215,10 +216,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                "generate": cmd_generate, "eval": cmd_eval, "serve": cmd_serve, "inspect": cmd_inspect,
                "export": cmd_export, "datasets": cmd_datasets}
     try:
-        return handler[args.command](args)
+        code = handler[args.command](args)
+        sys.stdout.flush()  # output still buffered meets a closed pipe here, not in a message at exit
+        return code
     except LstmgenError as e:
         print(f"lstmgen: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lstmgen: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`lstmgen generate ... | head`): stop quietly, as other Unix tools do, and keep
+        # Python from failing again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, a shell's code for a writer whose pipe closed

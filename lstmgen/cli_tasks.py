@@ -126,6 +126,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .visualize import find_cells, parse_cells, trace, write_png, write_report
 
+    if args.top < 0:
+        raise UserInputError(f"--top must be >= 0, got {args.top}")
     text = args.text if args.text is not None else read_text(args.text_file, "--text-file")
     out, png = output_file(args.out, "--out"), output_file(args.png, "--png") if args.png else None
     try:

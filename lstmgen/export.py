@@ -11,6 +11,8 @@ the sizes travel in the model's metadata_props, so the one file is all a runtime
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
 from pathlib import Path
 from typing import List
@@ -55,6 +57,17 @@ class OneStep(nn.Module):
         return m.decoder(x), torch.stack(hs), torch.stack(cs)
 
 
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger):
+    """Only the errors of `logger` while the block runs."""
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _step_graph(model, path: Path):
     """Export OneStep with a dynamic batch; the ONNX model."""
     import onnx
@@ -63,7 +76,9 @@ def _step_graph(model, path: Path):
     token = torch.zeros(2, dtype=torch.long)  # batch 2: torch.export specializes dimensions of size 1
     h = torch.zeros(cfg.num_layers, 2, cfg.hidden_size)
     batch = torch.export.Dim("batch")
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+    # the exporter's registry logs a warning for each torchvision op it skips: noise for an LSTM
+    registry = logging.getLogger("torch.onnx._internal.exporter._registration")
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(), _quiet(registry):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(OneStep(model.eval()).float(), (token, h, h.clone()), dynamo=True,
                                     opset_version=OPSET, input_names=["step_token", "step_h", "step_c"],

@@ -1,5 +1,9 @@
-"""Texts named on the command line: arguments, files, standard input, and the one-line errors."""
+"""Texts named on the command line: arguments, files, standard input, and the one-line errors; output into
+a closed pipe."""
 import io
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -53,3 +57,18 @@ def test_output_files(tmp_path, capsys):
     assert main(["inspect", "any-model", "--text", "hi", "--out", str(tmp_path / "afile" / "r.html")]) == 2
     err = capsys.readouterr().err
     assert "cannot make the folder" in err and err.count("\n") == 1
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`lstmgen ... | head`: when the reader has gone, the command stops with 141 (128 + SIGPIPE) and no
+    traceback or 'Exception ignored' message, for output large or small."""
+    for argv in (["datasets", "list"], ["generate", "shakespeare-char", "--max-new-tokens", "3000", "--no-stream"]):
+        r, w = os.pipe()
+        os.close(r)  # nobody reads
+        try:
+            proc = subprocess.run([sys.executable, "-m", "lstmgen", *argv], stdout=w, stderr=subprocess.PIPE,
+                                  text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        finally:
+            os.close(w)
+        assert proc.returncode == 141, proc.stderr
+        assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
