@@ -13,7 +13,7 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -277,14 +277,8 @@ def train_classifier(recipe: ClassifierRecipe, command: Optional[str] = None,
     trainer.continue_run(resume)
     summary = trainer.fit()
     model.cpu().eval()
-    metrics = {}
-    for split in ("valid", "test"):
-        rows = _encode(corpus, split, tok, prep)
-        if rows:
-            pred, total = task.predict(model, rows, torch.device("cpu"))
-            gold = torch.tensor([r[1] for r in rows])
-            metrics[split] = {**classification_report(gold, pred, n), "loss": total / len(rows),
-                              "examples": len(rows)}
+    metrics = {split: score_examples(pipe, corpus.splits[split]) for split in ("valid", "test")
+               if corpus.splits.get(split)}
     info["training"]["summary"] = {k: v for k, v in summary.items() if k != "best"}
     info["metrics"] = metrics
     pipe.info = info
@@ -295,6 +289,40 @@ def train_classifier(recipe: ClassifierRecipe, command: Optional[str] = None,
                        title=f"{out.name}: {'test' if 'test' in metrics else 'valid'} "
                              f"(accuracy {final['accuracy']:.4f})")
     return {**summary, "metrics": metrics, "out": str(out)}
+
+
+def score_examples(pipe: TextClassifier, examples: Sequence[Tuple[str, str]]) -> Dict:
+    """Accuracy, macro-F1, per-label precision / recall / F1 (in the order of "labels"), the confusion matrix
+    and the mean loss (nats) of `pipe` on (text, label) pairs.
+
+    Args:
+        pipe: the classifier.
+        examples: (text, gold label) pairs; every label must be one of the model's.
+    """
+    index = {lab: i for i, lab in enumerate(pipe.labels)}
+    unknown = sorted({lab for _, lab in examples} - set(index))
+    if unknown:
+        raise UserInputError(f"label(s) {', '.join(map(repr, unknown[:5]))} of the data are not among the model's "
+                             f"({', '.join(pipe.labels)})")
+    probs = pipe.probabilities([t for t, _ in examples])
+    gold = torch.tensor([index[lab] for _, lab in examples], dtype=torch.long)
+    loss = -probs.gather(1, gold[:, None]).clamp_min(1e-12).log().mean()
+    return {"labels": pipe.labels, **classification_report(gold, probs.argmax(-1), len(pipe.labels)),
+            "loss": float(loss), "examples": len(examples)}
+
+
+def evaluate_classifier(pipe: TextClassifier, data: str, split: str = "test") -> Dict:
+    """The figures of score_examples on a split of `data` (`lstmgen eval DIR --data ...`).
+
+    Args:
+        pipe: the classifier.
+        data: labelled data (a registry name or file.csv:TEXT:LABEL, as `train classify` takes).
+        split: "train", "valid" or "test".
+    """
+    corpus = open_labelled(data)
+    if not corpus.splits.get(split):
+        raise UserInputError(f"{data}: no {split} examples")
+    return {"data": corpus.name, "split": split, **score_examples(pipe, corpus.splits[split])}
 
 
 def cross_validate(recipe: ClassifierRecipe, k: int, *, resume: bool = False) -> Dict:

@@ -259,14 +259,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .recipes import evaluate_folder, sample_report
 
     folder = resolve_model_dir(args.model)
-    if (folder / "config.json").is_file() and read_json(folder / "config.json").get("model_type") == "lstm-seq2seq":
+    kind = read_json(folder / "config.json").get("model_type") if (folder / "config.json").is_file() else None
+    if kind in ("lstm-seq2seq", "lstm-classifier", "lstm-tagger"):
         from .cli_seq2seq import eval_seq2seq
+        from .cli_tasks import eval_task
         from .pipelines import load
 
         if _cache_config(args) or _dynamic_config(args):
             raise UserInputError("the continuous cache and dynamic evaluation score language models; "
-                                 f"{args.model} is a seq2seq folder")
-        return eval_seq2seq(args, load(folder, device=None if args.device == "auto" else args.device))
+                                 f"{args.model} is a {kind.removeprefix('lstm-')} folder")
+        if args.samples:
+            raise UserInputError(f"--samples measures generated text; {args.model} is a "
+                                 f"{kind.removeprefix('lstm-')} folder (give --data to score it)")
+        pipe = load(folder, device=None if args.device == "auto" else args.device)
+        return eval_seq2seq(args, pipe) if kind == "lstm-seq2seq" else eval_task(args, pipe)
     if not args.data and not args.samples:
         raise UserInputError("give --data to score a corpus, --samples N to measure generated text, or both")
     r: dict = {"model": args.model}

@@ -123,6 +123,29 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def eval_task(args: argparse.Namespace, pipe) -> int:
+    """`lstmgen eval DIR --data ...` for a classifier or tagger folder: its figures on a split, as JSON with
+    --json, else a line."""
+    from .classification import TextClassifier, evaluate_classifier
+    from .tagging import evaluate_tagger
+
+    if not args.data:
+        raise UserInputError("give --data: the labelled texts to score the model on")
+    if isinstance(pipe, TextClassifier):
+        r = evaluate_classifier(pipe, args.data, args.split)
+        line = (f"accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, loss {r['loss']:.4f} "
+                f"({r['examples']} texts)")
+    else:
+        r = evaluate_tagger(pipe, args.data, args.split)
+        line = (f"entity F1 {100 * r['f1']:.2f} (precision {100 * r['precision']:.2f}, recall "
+                f"{100 * r['recall']:.2f}; {r['sentences']} sentences)")
+    if args.json:
+        print(json.dumps({"model": args.model, **r}, ensure_ascii=False))
+    else:
+        print(f"{args.model} on {args.data} [{args.split}]: {line}")
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .visualize import find_cells, parse_cells, trace, write_png, write_report
 

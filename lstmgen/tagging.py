@@ -12,7 +12,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from tokenizers import Regex, models, normalizers, pre_tokenizers
@@ -221,8 +221,7 @@ def train_tagger(recipe: TagRecipe, command: Optional[str] = None, *, resume: bo
     for split in ("valid", "test"):
         sents = splits.get(split) or []
         if sents:
-            pred = [to_scheme(p, "bio") for p in pipe.tag_tokens([s.words for s in sents])]
-            metrics[split] = {**span_f1([to_scheme(s.tags, "bio") for s in sents], pred), "sentences": len(sents)}
+            metrics[split], pred = score_sentences(pipe, sents)
             if split == "test":
                 write_conll(out / "test_predictions.conll", sents, pred)
     info["training"]["summary"] = {k: v for k, v in summary.items() if k != "best"}
@@ -230,3 +229,30 @@ def train_tagger(recipe: TagRecipe, command: Optional[str] = None, *, resume: bo
     pipe.info = info
     pipe.save_pretrained(out)
     return {**summary, "metrics": metrics, "out": str(out)}
+
+
+def score_sentences(pipe: Tagger, sentences: Sequence[Sentence]) -> Tuple[Dict, List[List[str]]]:
+    """Entity-level precision, recall and F1 (CoNLL's: a span counts when its type and both ends match),
+    overall and per type, of `pipe` on tagged sentences; and its BIO tags for them.
+
+    Args:
+        pipe: the tagger.
+        sentences: sentences with their gold tags (BIO or BIOES).
+    """
+    pred = [to_scheme(p, "bio") for p in pipe.tag_tokens([s.words for s in sentences])]
+    scores = span_f1([to_scheme(s.tags, "bio") for s in sentences], pred)
+    return {**scores, "sentences": len(sentences)}, pred
+
+
+def evaluate_tagger(pipe: Tagger, data: str, split: str = "test") -> Dict:
+    """The figures of score_sentences on a split of `data` (`lstmgen eval DIR --data ...`).
+
+    Args:
+        pipe: the tagger.
+        data: conll2003 or a CoNLL file, as `train tag` takes.
+        split: "train", "valid" or "test".
+    """
+    sentences = open_tagged(data).get(split)
+    if not sentences:
+        raise UserInputError(f"{data}: no {split} sentences")
+    return {"data": data, "split": split, **score_sentences(pipe, sentences)[0]}

@@ -148,6 +148,16 @@ def test_cli(trained, tmp_path, capsys):
         main(["classify", str(folder), "--jsn", "A superb story"])
     assert e.value.code == 2 and "unrecognized arguments: --jsn" in capsys.readouterr().err
     assert main(["classify", str(folder)]) == 2
+    # `lstmgen eval` scores a classifier folder on a split: the figures training reported for it
+    result, _ = trained
+    assert main(["eval", str(folder), "--data", f"{folder.parent / 'reviews.jsonl'}:text:label", "--split", "test",
+                 "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["accuracy"] == result["metrics"]["test"]["accuracy"] and r["labels"] == ["neg", "pos"]
+    assert r["loss"] == pytest.approx(result["metrics"]["test"]["loss"])
+    assert main(["eval", str(folder), "--data", f"{folder.parent / 'reviews.jsonl'}:text:label"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert main(["eval", str(folder), "--samples", "2"]) == 2  # language models only
     data = write_reviews(tmp_path / "r.jsonl", n=300)
     assert main(["train", "classify", "--data", f"{data}:text:label", "--out", str(tmp_path / "m"),
                  "--hidden-size", "16", "--embed-size", "16", "--max-epochs", "1"]) == 0

@@ -160,7 +160,7 @@ def test_pipeline_cli_and_server(tagger_dir, capsys):
     from lstmgen.cli import main
     from lstmgen.server import create_app
 
-    _, folder = tagger_dir
+    result, folder = tagger_dir
     tagger = lstmgen.load(folder)
     text = "the Hana visited Oslo, then it rained"
     (r,) = tagger.tag(text)
@@ -170,6 +170,10 @@ def test_pipeline_cli_and_server(tagger_dir, capsys):
     assert main(["tag", str(folder), text, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["entities"][1]["text"] == "Oslo"
     assert main(["tag", str(folder)]) == 2
+    # `lstmgen eval` scores a tagger folder on a split: the figures training reported for it
+    assert main(["eval", str(folder), "--data", str(folder.parent / "toy.conll"), "--split", "test", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["f1"] == result["metrics"]["test"]["f1"] and r["sentences"] == result["metrics"]["test"]["sentences"]
     with TestClient(create_app({"ner": tagger})) as client:
         r = client.post("/v1/tag", json={"model": "ner", "input": text})
         assert r.status_code == 200 and r.json()["data"][0]["entities"][0]["label"] == "PER"
