@@ -226,11 +226,11 @@ def train_classifier(recipe: ClassifierRecipe, command: Optional[str] = None,
 
     Returns the summary with "metrics" per split (accuracy, macro_f1, confusion, ...).
     """
-    out = Path(recipe.out)
-    prepare_out(out, resume)
     corpus = corpus or open_labelled(recipe.data)
     if not corpus.splits.get("train"):
         raise UserInputError(f"{recipe.data}: no training examples")
+    out = Path(recipe.out)
+    prepare_out(out, resume)  # after the data's errors, so that a mistyped --data leaves no empty folder
     lm = None
     if recipe.init_from:
         from .pipelines import TextGenerator

@@ -166,11 +166,11 @@ def train_seq2seq(recipe: Seq2SeqRecipe, command: Optional[str] = None, *, resum
         command: the command recorded in the model card (default: this process's argv).
         resume: continue the run in recipe.out from its checkpoint (the same settings and data).
     """
-    out = Path(recipe.out)
-    prepare_out(out, resume)
     corpus = open_parallel(recipe.data, recipe.src_lang, recipe.tgt_lang)
     if not corpus.splits.get("train"):
         raise UserInputError(f"{recipe.data}: no training pairs")
+    out = Path(recipe.out)
+    prepare_out(out, resume)  # after the data's errors, so that a mistyped --data leaves no empty folder
     src_tok, tgt_tok = _tokenizers(recipe, corpus)
     shared_fields = {f.name for f in fields(Seq2SeqConfig)} & {f.name for f in fields(Seq2SeqRecipe)}
     mc = Seq2SeqConfig(src_vocab_size=src_tok.vocab_size, tgt_vocab_size=tgt_tok.vocab_size,

@@ -184,9 +184,9 @@ def train_tagger(recipe: TagRecipe, command: Optional[str] = None, *, resume: bo
     """
     if recipe.scheme not in ("bio", "bioes"):
         raise UserInputError(f"scheme must be bio or bioes, got {recipe.scheme!r}")
-    out = Path(recipe.out)
-    prepare_out(out, resume)
     splits = open_tagged(recipe.data)
+    out = Path(recipe.out)
+    prepare_out(out, resume)  # after the data's errors, so that a mistyped --data leaves no empty folder
     train = splits["train"]
     counts = Counter(word_key(w) for s in train for w in s.words)
     words = sorted(counts, key=lambda w: (-counts[w], w))
