@@ -15,13 +15,13 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from lstmgen.recipes import LMRecipe, evaluate_folder, load_toml, train_lm
+from lstmgen.presets import LM, load_settings
+from lstmgen.recipes import LMRecipe, evaluate_folder, train_lm
 from lstmgen.training import TrainConfig, pick_device
 
 
 def recipe_from(config: str, out: str, minutes: float, overrides: dict) -> LMRecipe:
-    flat = {k: v for table in load_toml(config).values() for k, v in (table.items() if isinstance(table, dict) else [])}
-    flat.update(overrides)
+    flat = {**load_settings(config, LM), **overrides}
     train_keys = {f.name for f in fields(TrainConfig)}
     train = TrainConfig(**{**{k: v for k, v in flat.items() if k in train_keys}, "max_minutes": minutes})
     return LMRecipe(out=out, **{k: v for k, v in flat.items() if k in {f.name for f in fields(LMRecipe)} - {"train"}},

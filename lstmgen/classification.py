@@ -7,7 +7,6 @@ at prediction time lives in the folder's config.json.
 """
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import sys
@@ -21,6 +20,7 @@ from . import __version__
 from .data.labelled import LabelledCorpus, open_labelled
 from .errors import ModelFolderError, UserInputError, as_texts, check_range
 from .models.classifier import ClassifierConfig, TextClassifierModel
+from .presets import recipe_from_preset
 from .serial import JSONConfig
 from .tokenizers import Tokenizer
 from .training import TrainConfig, Trainer, check_same_model, pick_device, prepare_out
@@ -33,27 +33,6 @@ KERAS_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
 _KERAS_RE = re.compile("[" + re.escape(KERAS_FILTERS) + "]")
 
 # Presets: model, text and training settings of well-known recipes (flags override them).
-PRESETS: Dict[str, dict] = {
-    # The Keras IMDb tutorial exactly: 10k words, 100 tokens (the end of each review), Embedding 32 ->
-    # LSTM 64 -> one sigmoid unit, RMSprop 1e-3, binary cross-entropy, batch 32, 10 epochs.
-    "keras-imdb": dict(vocab_size=10_000, max_length=100, truncate="pre", normalize="keras", embed_size=32,
-                       hidden_size=64, num_layers=1, bidirectional=False, pooling="last", dropout=0.0, binary=True,
-                       train=dict(optimizer="rmsprop", lr=1e-3, batch_size=32, max_epochs=10, schedule="constant",
-                                  warmup_steps=0, clip=0.0, weight_decay=0.0)),
-    # A stronger recurrent baseline: a BiLSTM over the last 400 words, max-pooled, with dropout.
-    # ULMFiT (Howard & Ruder 2018) with a language model given by --init-from: its tokenizer, embedding and
-    # LSTM, concat pooling, discriminative learning rates (/2.6 per layer group) and gradual unfreezing.
-    "ulmfit": dict(max_length=400, truncate="pre", pooling="concat", dropout=0.4, binary=False,
-                   train=dict(optimizer="adamw", lr=5e-3, batch_size=32, max_epochs=8, schedule="cosine",
-                              warmup_steps=100, clip=1.0, weight_decay=0.01, discriminative_lr=2.6,
-                              gradual_unfreezing=True)),
-    "bilstm-imdb": dict(vocab_size=25_000, max_length=400, truncate="pre", normalize="keras", embed_size=128,
-                        hidden_size=128, num_layers=1, bidirectional=True, pooling="max", dropout=0.4, binary=False,
-                        train=dict(optimizer="adamw", lr=2e-3, batch_size=64, max_epochs=6, schedule="cosine",
-                                   warmup_steps=50, clip=1.0, weight_decay=0.01)),
-}
-
-
 def normalize(text: str, how: str) -> str:
     """"keras": lowercase, Keras' filtered punctuation becomes spaces; "lower": lowercase; "none"."""
     if how == "keras":
@@ -201,12 +180,7 @@ class ClassifierRecipe:
     @classmethod
     def from_preset(cls, preset: Optional[str], **overrides) -> "ClassifierRecipe":
         """A recipe from a preset (keras-imdb, bilstm-imdb) with `overrides` (train settings under "train")."""
-        if preset is not None and preset not in PRESETS:
-            raise UserInputError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-        base = json.loads(json.dumps(PRESETS.get(preset, {})))
-        train = dict(base.pop("train", {}), **overrides.pop("train", {}))
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**base, train=TrainConfig(**train))
+        return recipe_from_preset(cls, preset, "train classify", **overrides)
 
 
 def _encode(corpus: LabelledCorpus, split: str, tok: Tokenizer, prep: TextPrep):

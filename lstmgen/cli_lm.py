@@ -111,15 +111,9 @@ SAMPLE_FLAGS = ("temperature", "top-k", "top-p", "min-p", "typical-p", "repetiti
 
 def _settings(args: argparse.Namespace) -> dict:
     """TOML settings overlaid with the flags given, keys with underscores."""
-    merged: dict = {}
-    if args.config:
-        from .recipes import load_toml
+    from .presets import LM, load_settings
 
-        for key, val in load_toml(args.config).items():
-            if isinstance(val, dict):  # [model], [train], [data] tables
-                merged.update({k.replace("-", "_"): v for k, v in val.items()})
-            else:
-                merged[key.replace("-", "_")] = val
+    merged: dict = load_settings(args.config, LM) if args.config else {}
     for key, val in vars(args).items():
         if val is not None and key not in ("command", "task", "config", "resume"):
             merged[key] = val

@@ -67,14 +67,10 @@ def task_settings(args: argparse.Namespace, task_flags: dict, recipe_cls, comman
         command: its name in `lstmgen train COMMAND` (for the error message).
         extra: the command's further options that a --config may set too (data, out, preset, ...).
     """
-    from .recipes import load_toml
+    from .presets import load_settings
     from .training import TrainConfig
 
-    merged: dict = {}
-    if args.config:
-        for key, val in load_toml(args.config).items():
-            items = val.items() if isinstance(val, dict) else [(key, val)]
-            merged.update({k.replace("-", "_"): v for k, v in items})
+    merged: dict = load_settings(args.config, f"train {command}") if args.config else {}
     for name in (*task_flags, *TRAIN_FLAGS, *extra):
         dest = name.replace("-", "_")
         if getattr(args, dest, None) is not None:

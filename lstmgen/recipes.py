@@ -6,7 +6,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 from tqdm import tqdm
@@ -234,32 +234,6 @@ def evaluate_folder(model_dir: str, data: str, split: str = "valid", *, batch_si
         out["dynamic"] = lm_dynamic.report(gen.model, tokens.ids, train_ids, dynamic or DynamicConfig(), dev,
                                            tune_ids=valid_ids() if tune_dynamic else None)
     return out
-
-
-PRESETS_DIR = Path(__file__).parent / "configs"  # the repository's configs/, shipped in the package
-
-
-def presets() -> List[str]:
-    """The names of the bundled presets (configs/*.toml): `--config NAME` works from any install."""
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml")) if PRESETS_DIR.is_dir() else []
-
-
-def load_toml(path: str) -> dict:
-    """A TOML config file, or a bundled preset by name, as a dict (tomllib on 3.11+, tomli before)."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    p = Path(path)
-    if not p.is_file() and path in presets():
-        p = PRESETS_DIR / f"{path}.toml"
-    if not p.is_file():
-        raise UserInputError(f"config file {path} not found; give a TOML file or a preset name "
-                             f"({', '.join(presets()) or 'none installed'})")
-    try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise UserInputError(f"{path}: not valid TOML ({e})") from None
 
 
 def sample_report(model_dir: str, n: int, *, prompt: str = "", max_new_tokens: int = 500, seed: int = 0,

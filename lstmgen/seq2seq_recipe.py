@@ -4,7 +4,6 @@ Presets are the recipes whose figures the README reports; flags override them.
 """
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import time
@@ -19,37 +18,12 @@ from .data.parallel import ParallelCorpus, open_parallel
 from .errors import UserInputError, check_range
 from .generation import GenerationConfig
 from .models.seq2seq import Seq2Seq, Seq2SeqConfig
+from .presets import recipe_from_preset
 from .tokenizers import KINDS, Tokenizer
 from .training import TrainConfig, Trainer, check_same_model, pick_device, prepare_out
 from .training.tasks import Seq2SeqTask
 from .training.textmetrics import text_scores
 from .translation import BOS, EOS, TARGET_TOKENIZER, Translator
-
-PRESETS: Dict[str, dict] = {
-    # Multi30k De->En on a laptop CPU: one-layer BiLSTM encoder and decoder, 256 wide, Luong general
-    # attention with input feeding, separate 8k BPE vocabularies, an hour on 2 cores.
-    "multi30k-cpu": dict(data="multi30k:de-en", vocab_size=8000, embed_size=256, hidden_size=256, encoder_layers=1,
-                         decoder_layers=1, attention="general", dropout=0.3, label_smoothing=0.1,
-                         train=dict(optimizer="adamw", lr=3e-3, batch_size=64, max_minutes=60, warmup_steps=200,
-                                    weight_decay=0.01, clip=1.0, eval_every=1000, schedule="cosine")),
-    # The same recipe at the size strong LSTM-attention systems use (2 layers, 512 wide); for a GPU.
-    "multi30k": dict(data="multi30k:de-en", vocab_size=8000, embed_size=512, hidden_size=512, encoder_layers=2,
-                     decoder_layers=2, attention="general", dropout=0.3, label_smoothing=0.1,
-                     train=dict(optimizer="adamw", lr=2e-3, batch_size=64, max_epochs=30, warmup_steps=400,
-                                weight_decay=0.01, clip=1.0, eval_every=1000, schedule="cosine")),
-    # Headline generation: one shared BPE vocabulary, Bahdanau attention, copying and coverage (See et al.).
-    "gigaword-copy": dict(data="gigaword", vocab_size=4000, shared_vocab=True, embed_size=128, hidden_size=256,
-                          encoder_layers=1, decoder_layers=1, attention="bahdanau", copy=True, coverage=True,
-                          dropout=0.3, label_smoothing=0.0, no_repeat_ngram_size=3, select_by="metric",
-                          train=dict(optimizer="adamw", lr=2e-3, batch_size=32, max_epochs=30, warmup_steps=100,
-                                     weight_decay=0.01, clip=1.0, eval_every=100, schedule="cosine")),
-    # The same model without copying and coverage: the baseline the copy preset is compared with.
-    "gigaword": dict(data="gigaword", vocab_size=4000, shared_vocab=True, embed_size=128, hidden_size=256,
-                     encoder_layers=1, decoder_layers=1, attention="bahdanau", copy=False, coverage=False,
-                     dropout=0.3, label_smoothing=0.0, no_repeat_ngram_size=3, select_by="metric",
-                     train=dict(optimizer="adamw", lr=2e-3, batch_size=32, max_epochs=30, warmup_steps=100,
-                                weight_decay=0.01, clip=1.0, eval_every=100, schedule="cosine")),
-}
 
 
 @dataclass
@@ -118,12 +92,7 @@ class Seq2SeqRecipe:
     @classmethod
     def from_preset(cls, preset: Optional[str], **overrides) -> "Seq2SeqRecipe":
         """A recipe from a preset with `overrides` (None values ignored; train settings under "train")."""
-        if preset is not None and preset not in PRESETS:
-            raise UserInputError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-        base = json.loads(json.dumps(PRESETS.get(preset, {})))
-        train = dict(base.pop("train", {}), **{k: v for k, v in overrides.pop("train", {}).items() if v is not None})
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**base, train=TrainConfig(**train))
+        return recipe_from_preset(cls, preset, "train seq2seq", **overrides)
 
 
 def _tokenizers(recipe: Seq2SeqRecipe, corpus: ParallelCorpus):

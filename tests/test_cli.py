@@ -37,7 +37,7 @@ def test_presets_by_name(tmp_path, corpus_file):
     """`--config NAME` finds a preset shipped in the package (an installed lstmgen has no configs/ folder)."""
     from pathlib import Path
 
-    from lstmgen.recipes import load_toml, presets
+    from lstmgen.presets import load_toml, presets
 
     repo = Path(__file__).parent.parent / "configs"
     assert presets() == sorted(p.stem for p in repo.glob("*.toml")) and "awd-lstm-ptb" in presets()
