@@ -30,7 +30,7 @@ def check_range(name: str, value, low=None, high=None, *, low_open: bool = False
     """Raise UserInputError when `value` is outside [low, high] (or (low, high] with low_open)."""
     if value is None:
         return
-    if not isinstance(value, (int, float)):
+    if not isinstance(value, (int, float)) or isinstance(value, bool):  # True is an int to Python, not to a user
         raise UserInputError(f"{name} must be a number, got {value!r}")
     if isinstance(value, float) and value != value:
         raise UserInputError(f"{name} must be a number, got NaN")

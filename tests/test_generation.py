@@ -120,7 +120,8 @@ def test_bad_options_name_the_option(gen):
     for opts, name in [({"num_beams": 0}, "num_beams"), ({"num_beams": 2, "num_return_sequences": 3},
                        "num_return_sequences"), ({"top_k": -1}, "top_k"), ({"max_new_tokens": -1}, "max_new_tokens"),
                        ({"min_p": 2}, "min_p"), ({"typical_p": 0}, "typical_p"), ({"stop": [""]}, "stop"),
-                       ({"bad_words": ["ok", ""]}, "bad_words")]:
+                       ({"bad_words": ["ok", ""]}, "bad_words"), ({"top_p": True}, "top_p must be a number"),
+                       ({"temperature": False}, "temperature must be a number")]:
         with pytest.raises(UserInputError, match=name):
             gen.generate("x", **opts)
     with pytest.raises(UserInputError, match="stream"):
