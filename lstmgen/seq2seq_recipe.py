@@ -1,6 +1,7 @@
 """The work behind `lstmgen train seq2seq` and `lstmgen eval` of a seq2seq folder, callable from Python.
 
-Presets are the recipes whose figures the README reports; flags override them.
+Presets (configs/multi30k-cpu.toml, gigaword-copy.toml, ...) are the recipes whose figures the README
+reports; flags override them.
 """
 from __future__ import annotations
 
