@@ -19,6 +19,7 @@ Also a per-token torch.nn.LSTM loop and an nn.LSTMCell loop, the way such loops 
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 from typing import Callable, List
 
@@ -119,6 +120,63 @@ def cell_loop(model: LanguageModel, batch: int, steps: int, repeats: int, device
     return batch * steps / best_time(run, repeats, device)
 
 
+class EmulatedBlock:
+    """A block whose device work is emulated: start() queues `steps * step_s` seconds on a shared clock
+    (the device runs one block after another, as a GPU stream does), result() waits until this block's
+    time is up, and the tokens are fixed. The decoder around it does all its real host work (uniforms,
+    reading the tokens, the rows' ends, bookkeeping), so with step_s = 0 the timing is the host's share
+    alone, and with a GPU's measured step time it is what overlapping the two gives."""
+
+    def __init__(self, model: LanguageModel, batch: int, steps: int, device: dict) -> None:
+        L, Hs = model.config.num_layers, model.config.hidden_size
+        self.steps, self.device, self.done_at = steps, device, 0.0
+        self.tokens = torch.randint(0, model.config.vocab_size, (steps, batch))
+        self.hs = self.cs = torch.zeros(steps, L, batch, Hs)
+
+    def start(self, tok, h, c, uniforms) -> None:
+        self.done_at = max(time.perf_counter(), self.device["free_at"]) + self.steps * self.device["step_s"]
+        self.device["free_at"] = self.done_at
+
+    def result(self) -> torch.Tensor:
+        left = self.done_at - time.perf_counter()
+        if left > 0:
+            time.sleep(left)
+        return self.tokens
+
+
+class EmulatedBlocks:
+    """A BlockCache of EmulatedBlocks (two per batch size and block length, as the decoder alternates)."""
+
+    def __init__(self, step_s: float) -> None:
+        self.device = {"free_at": 0.0, "step_s": step_s}
+        self.blocks: dict = {}
+
+    def get(self, model, params, batch: int, steps: int, slot: int = 0) -> EmulatedBlock:
+        key = (batch, steps, slot)
+        if key not in self.blocks:
+            self.blocks[key] = EmulatedBlock(model, batch, steps, self.device)
+        return self.blocks[key]
+
+
+def host_share(batch: int, tokens: int, repeats: int, step_us: float = 0.0) -> float:
+    """Tokens/s of the decoder at `batch` rows with a GPU's 32-step blocks whose device time is emulated
+    (EmulatedBlock), on this machine's CPU, with a one-unit LSTM for the steps outside blocks (the one
+    after the prefill). step_us = 0: the host's work alone, a ceiling on any GPU's figure; a GPU's measured
+    step time (replay_only) gives the figure to expect from that GPU with this host."""
+    torch.manual_seed(0)
+    tiny = LanguageModel(LMConfig(vocab_size=V, hidden_size=1, num_layers=L, dropout=0.0)).eval()
+    dec = SamplingDecoder(tiny, block_steps=32, blocks=EmulatedBlocks(step_us * 1e-6))
+    cfg = GenerationConfig(max_new_tokens=tokens, temperature=1.0, seed=0)
+
+    def run() -> None:
+        dec.add([[1, 2, 3]] * batch, cfg)
+        while not dec.done:
+            dec.advance()
+
+    run()
+    return batch * tokens / best_time(run, repeats, torch.device("cpu"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=400)
@@ -131,6 +189,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = LanguageModel(LMConfig(vocab_size=V, hidden_size=H, num_layers=L, dropout=0.0))
     model = model.to(device, getattr(torch, args.dtype)).eval()
+    gc.freeze()  # as `lstmgen` and the server do: full collections skip torch's and the model's objects
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; 3x512 char LM in {args.dtype}; {args.tokens} tokens, "
           f"best of {args.repeats}\n")
@@ -152,6 +211,10 @@ def main() -> None:
         print(f"| {batch} | {b:,.0f} | {o:,.0f} | {o / b:.2f} | {st / b:.2f} | {lo / b:.2f} | {ce / b:.2f} "
               f"| {first_s:.2f} ({first:,.0f} tok/s) |", flush=True)
         replay_only(blocks, batch, args.repeats, device)
+        if batch >= 256:
+            host = host_share(batch, args.tokens, args.repeats)
+            print(f"  the host's work alone at batch {batch} (blocks emulated, this machine's CPU): {host:,.0f} tok/s",
+                  flush=True)
 
 
 def replay_only(dec: SamplingDecoder, batch: int, repeats: int, device) -> None:

@@ -105,3 +105,16 @@ def test_inverse_cdf_sampling_matches_the_distribution():
     freq = torch.bincount(tok, minlength=4).float() / 20000
     assert freq[1] == 0 and torch.allclose(freq, probs[0], atol=0.015)
     assert sample(probs[:1], torch.tensor([0.99999999])).item() == 3  # never a zero-probability token
+
+
+def test_prefill_of_fresh_and_continued_rows_in_one_call_gives_each_its_own(gen):
+    from lstmgen.generation import prefill
+
+    first = gen.generate("KING:", max_new_tokens=6, temperature=0)
+    ids = [gen.tokenizer.encode(p) for p in ("O", "ROMEO:", "O", "ab")]
+    states = [None, first.state, None, first.state]  # continued rows between fresh ones; "O" twice
+    logits, (h, c) = prefill(gen.model, ids, states)
+    for b in range(4):
+        one, (h1, c1) = prefill(gen.model, [ids[b]], [states[b]])
+        assert torch.allclose(logits[b], one[0], atol=1e-5)
+        assert torch.allclose(h[:, b], h1[:, 0], atol=1e-6) and torch.allclose(c[:, b], c1[:, 0], atol=1e-5)

@@ -3,6 +3,8 @@
 On a CPU the block runs its steps eagerly; tests/test_cuda.py checks the captured CUDA graph against
 the same steps on a GPU.
 """
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -148,3 +150,42 @@ def test_a_shape_is_captured_at_its_second_use_and_kept(gen, monkeypatch):
         assert cache.get(gen.model, P, 1, 8).graph is None
     finally:
         gen.model.to(torch.float32)
+
+
+def decode(model, batches, block_steps):
+    """Rows added in groups with their own options to one decoder, then advanced to the end."""
+    dec = SamplingDecoder(model, block_steps=block_steps, graphs=False)
+    rows = [row for prompts, cfg in batches for row in dec.add(prompts, cfg)]
+    while not dec.done:
+        dec.advance()
+    return [r.out for r in rows]
+
+
+def test_rows_with_their_own_lengths_and_ends_in_one_block_run(gen):
+    """Rows of other max_new_tokens and eos in one batch end at their own steps, inside blocks."""
+    prompts = [gen.tokenizer.encode(p) for p in ("KING:", "O", "Second")]
+    eos = gen.tokenizer.encode(" ")[0]
+    batches = [(prompts, GenerationConfig(max_new_tokens=13, temperature=1.0, seed=3)),
+               (prompts[:2], GenerationConfig(max_new_tokens=37, temperature=0.8, seed=4, eos_token_id=eos)),
+               (prompts[2:], GenerationConfig(max_new_tokens=29, temperature=0))]
+    step, block = decode(gen.model, batches, 0), decode(gen.model, batches, 8)
+    assert [len(o.token_ids) for o in block[:3]] == [13] * 3 and len(block[5].token_ids) == 29
+    assert {o.finish_reason for o in block[3:5]} == {"eos"}
+    for a, b in zip(step, block):
+        assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
+        assert a.state.pending == b.state.pending == a.token_ids[-1:]
+
+
+def test_max_time_ends_rows_at_a_block_boundary_with_their_state(gen, monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    dec = SamplingDecoder(gen.model, block_steps=8, graphs=False)
+    cfg = GenerationConfig(max_new_tokens=200, max_time=10.0, temperature=1.0, seed=1)
+    rows = dec.add([gen.tokenizer.encode(p) for p in ("KING:", "O")], cfg)
+    dec.step()  # the first token, from the prefill's logits
+    clock[0] = 11.0  # past the deadline: the rows end with the first block that is read
+    while not dec.done:
+        dec.advance()
+    for r in rows:
+        assert r.out.finish_reason == "length" and len(r.out.token_ids) == 9
+        assert r.out.state.pending == r.out.token_ids[-1:]

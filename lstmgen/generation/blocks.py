@@ -203,3 +203,4 @@ def block_size(n: int, largest: int) -> int:
     while size > 1 and size > n:
         size //= 2
     return size
+

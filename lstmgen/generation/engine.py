@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -21,22 +20,10 @@ from .blocks import BlockCache, block_size
 from .config import GenerationConfig
 from .prefill import DecoderState, LSTMState, SequenceOutput, prefill
 from .processors import History, TokenRules, apply_processors, sample, warp
+from .rows import BlockRun, Row, RowArrays
 from .uniforms import uniforms
 
 __all__ = ["DecoderState", "LSTMState", "Row", "SamplingDecoder", "SequenceOutput", "prefill"]
-
-
-@dataclass(eq=False)
-class Row:
-    """One sequence being decoded. `owner` is whoever added it (a TextJob); `slot` its index there."""
-
-    out: SequenceOutput
-    cfg: GenerationConfig
-    owner: object = None
-    slot: int = 0
-    deadline: Optional[float] = None
-    active: bool = True
-    feed: List[int] = field(default_factory=list)  # prompt tokens still to go through the LSTM
 
 
 class SamplingDecoder:
@@ -85,10 +72,7 @@ class SamplingDecoder:
         self.state: Optional[LSTMState] = None
         self.pending = torch.zeros(0, dtype=torch.long, device=self.device)  # chosen, not yet fed
         self.has_pending: List[bool] = []
-        # per row, as arrays for vectorised draws (uniforms.py): its key, the numbers drawn, whether it samples
-        self.keys = np.zeros(0, dtype=np.uint64)
-        self.draws = np.zeros(0, dtype=np.uint64)
-        self.sampling = np.zeros(0, dtype=bool)
+        self.arrays = RowArrays()  # per-row facts as arrays (rows.py): random streams, lengths, ends
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -151,9 +135,7 @@ class SamplingDecoder:
                    feed=feeds[i][1:] if inline[i] else [])
                for i in range(n)]
         self.rows += new
-        self.keys = np.concatenate([self.keys, np.array(keys, dtype=np.uint64)])
-        self.draws = np.concatenate([self.draws, np.zeros(n, dtype=np.uint64)])
-        self.sampling = np.concatenate([self.sampling, np.full(n, not cfg.greedy)])
+        self.arrays = self.arrays + RowArrays.for_rows(keys, cfg, deadline)
         if cfg.max_new_tokens == 0:
             for row in new:
                 self.finish(row, "length", fed=True)
@@ -174,12 +156,12 @@ class SamplingDecoder:
     def _finish_many(self, ends: List[Tuple[int, str]], h: Tensor, c: Tensor) -> None:
         """Finish rows `ends` = [(batch index, reason)] at states h, c (L, B, H) in one gather each."""
         idx = torch.tensor([b for b, _ in ends], device=self.device)
-        hb, cb = h[:, idx], c[:, idx]
+        hs, cs = h[:, idx].split(1, 1), c[:, idx].split(1, 1)  # (L, 1, H) views, made in one call each
         for i, (b, reason) in enumerate(ends):
             row = self.rows[b]
             row.active = False
             row.out.finish_reason = reason
-            row.out.state = DecoderState(hb[:, i:i + 1], cb[:, i:i + 1], row.out.token_ids[-1:])
+            row.out.state = DecoderState(hs[i], cs[i], row.out.token_ids[-1:])
 
     def cancel(self, row: Row) -> None:
         """Drop `row` without keeping anything (its client went away)."""
@@ -195,7 +177,7 @@ class SamplingDecoder:
         self.has_pending = [self.has_pending[i] for i in keep]
         self.logits, self.pending = self.logits[idx], self.pending[idx]
         self.state = (self.state[0][:, idx], self.state[1][:, idx])
-        self.keys, self.draws, self.sampling = self.keys[keep], self.draws[keep], self.sampling[keep]
+        self.arrays = self.arrays.take(keep)
         self.history.keep(keep)
 
     def _feed(self) -> None:
@@ -212,16 +194,23 @@ class SamplingDecoder:
             self.state = (h, c)
             self.logits = self.logits.index_copy(0, idx, out.float())
 
-    def _uniforms(self, steps: int = 1) -> Tensor:
+    def _uniforms(self, steps: int = 1, live: Optional[np.ndarray] = None) -> Tensor:
         """(steps, B) uniforms, each row's next ones from its own key (greedy rows, finished rows and rows
-        still reading their prompt draw none and get zeros)."""
-        draws = self.sampling.copy()
-        for b, r in enumerate(self.rows):
-            if r.feed or not r.active:
-                draws[b] = False
+        still reading their prompt draw none and get zeros).
+
+        Args:
+            steps: how many per row.
+            live: the batch indices of the rows that may draw, when the caller knows them (a block run).
+        """
+        if live is None:
+            live = [b for b, r in enumerate(self.rows) if r.active and not r.feed]
+        a = self.arrays
+        draws = np.zeros(len(self.rows), dtype=bool)
+        draws[live] = True
+        draws &= a.sampling
         # float32, as sampling uses them: rounded here once, not by a kernel at every step
-        u = (uniforms(self.keys, self.draws, steps) * draws).astype(np.float32)
-        self.draws += np.uint64(steps) * draws.astype(np.uint64)
+        u = (uniforms(a.keys, a.draws, steps) * draws).astype(np.float32)
+        a.draws += np.uint64(steps) * draws.astype(np.uint64)
         return torch.from_numpy(u).to(self.device, non_blocking=True)
 
     @torch.inference_mode()
@@ -302,89 +291,73 @@ class SamplingDecoder:
         Returns:
             (row, its new tokens) for every row that was active.
         """
-        steps, count = self._block_plan(limit)
-        if not steps:
+        run = self._block_run()
+        if run is None:
             return [(row, [] if tok is None else [tok]) for row, tok in self.step()]
-        B = len(self.rows)
-        pair = [self._blocks.get(self.model, self.history.params, B, steps, slot) for slot in range(min(count, 2))]
-        # Drawn a block at a time (the same numbers as one call for all: uniforms.py is counter-based): at batch
-        # 1,024 the arrays of one 32-step block stay in the CPU's L2 cache, those of four do not (3x the time).
-        us = [self._uniforms(steps) for _ in range(count)]
-        live = [b for b, r in enumerate(self.rows) if r.active]
-        got: Dict[int, List[int]] = {b: [] for b in live}  # each live row's new tokens
+        need = int(run.room.max()) if not limit else min(int(run.room.max()), limit)
+        steps = block_size(need, self.block_steps)
+        count = max(1, min(self.pipeline, need // steps))
+        pair = [self._blocks.get(self.model, self.history.params, len(self.rows), steps, slot)
+                for slot in range(min(count, 2))]
         last = None
         for i in range(count):
-            # Block i is queued before the host reads block i - 1, so the host's bookkeeping runs while the
-            # GPU works; the two alternate buffers, and block i + 1 is queued only after block i - 1 is read.
+            # Block i is queued before the host reads block i - 1, so the host's work (the next block's
+            # uniforms, reading the tokens, the rows' ends) runs while the GPU works; the two alternate
+            # buffers, and block i + 1 is queued only after block i - 1 is read.
             block = pair[i % 2]
             src = (self.pending, *self.state) if last is None else (last.tokens[-1], last.hs[-1], last.cs[-1])
-            block.start(*src, us[i])
+            block.start(*src, self._uniforms(steps, run.rows()))
             if last is not None:
-                live = self._collect(last, live, got)
+                self._collect(last, run)
             last = block
-            if not live:
+            if not len(run.pos):
                 break
         else:
-            self._collect(last, live, got)
+            self._collect(last, run)
         self.pending = last.tokens[-1].clone()
         self.state = (last.hs[-1].clone(), last.cs[-1].clone())
-        return [(self.rows[b], new) for b, new in got.items()]
+        return [(self.rows[b], new) for b, new in zip(run.live.tolist(), run.got)]
 
-    def _collect(self, block, live: List[int], got: Dict[int, List[int]]) -> List[int]:
-        """Give the rows `live` their tokens from a finished block (also into `got`), end those that end in
-        it (at the state of the step they end at); return the rows still live."""
-        K = block.steps
-        tokens = block.result().numpy().T.tolist()  # (B, K) lists
-        now = time.monotonic()
-        still: List[int] = []
-        ends: Dict[int, List[Tuple[int, str]]] = {}  # step -> rows that end there
-        history = self.history.tokens
-        for b in live:
-            row = self.rows[b]
-            o, cfg, new = row.out, row.cfg, tokens[b]
-            room = cfg.max_new_tokens - len(o.token_ids)
-            eos = cfg.eos_token_id
-            if room > K and (eos is None or eos not in new) and not (row.deadline and now > row.deadline):
-                o.token_ids += new  # the common case: the row goes on
-                history[b] += new
-                got[b] += new
-                still.append(b)
-                continue
-            new, reason = new[:room], "length"
-            if eos is not None and eos in new:
-                new, reason = new[:new.index(eos) + 1], "eos"
-            o.token_ids += new
+    def _collect(self, block, run: BlockRun) -> None:
+        """Give the rows still live in `run` their tokens from a finished block, and end the rows that end
+        in it (at the state of the step they end at). The checks are vectorised over the rows (rows.py);
+        what is left is a loop that extends each row's lists, run while the GPU works on the next block."""
+        batch = run.rows()
+        toks = block.result().numpy()[:, batch]  # (K, n) for the live rows; a copy, so the buffer may go
+        take, reasons = run.ends(toks, time.monotonic())
+        lists = toks.T.tolist()
+        got, outs, history = run.got, run.outs, self.history.tokens
+        ends: Dict[int, List[Tuple[int, str]]] = {}  # step -> (batch index, reason)
+        for k, (p, b, new) in enumerate(zip(run.pos.tolist(), batch.tolist(), lists)):
+            if reasons and k in reasons:
+                new = new[:take[k]]
+                ends.setdefault(len(new) - 1, []).append((b, reasons[k]))
+            got[p] += new
+            outs[p] += new
             history[b] += new
-            got[b] += new
-            ends.setdefault(len(new) - 1, []).append((b, reason))
         for j, rows in ends.items():
             self._finish_many(rows, block.hs[j], block.cs[j])
-        return still
+        run.drop(list(reasons))
 
-    def _block_plan(self, limit: int) -> Tuple[int, int]:
-        """The steps of the next blocks and how many of them to run (0 steps: one step() instead).
+    def _block_run(self) -> Optional[BlockRun]:
+        """The rows as a block run, or None when they need step() instead.
 
         A block needs rows whose every choice can be made on the device: no penalties, n-gram or
         multi-token bans, DRY, min_new_tokens or logprobs (blocks.py), no prompt still being read. Finished
         rows ride along unseen until they are half the batch, so that a batch is not re-captured each time
         one of its rows ends.
         """
-        if self.block_steps < 2 or not self.rows or not all(self.has_pending) or any(r.feed for r in self.rows):
-            return 0, 0
-        h = self.history
-        if h.seen is not None or any(len(seq) > 1 for bans in h.bans for seq in bans) or \
-                any(c.no_repeat_ngram_size or c.min_new_tokens or c.logprobs or c.dry_multiplier for c in h.cfgs):
-            return 0, 0
-        active = [r for r in self.rows if r.active]
-        if 2 * len(active) <= len(self.rows):
+        if self.block_steps < 2 or not self.rows or not all(self.has_pending) or self.history.stepwise \
+                or any(r.feed for r in self.rows):
+            return None
+        if 2 * sum(r.active for r in self.rows) <= len(self.rows):
             self._compact()
-        if not active:
-            return 0, 0
-        need = max(r.cfg.max_new_tokens - len(r.out.token_ids) for r in active)
-        if limit:
-            need = min(need, limit)
-        steps = block_size(need, self.block_steps)
-        return steps, max(1, min(self.pipeline, need // steps))
+        live, outs = [], []
+        for b, r in enumerate(self.rows):
+            if r.active:
+                live.append(b)
+                outs.append(r.out.token_ids)
+        return BlockRun(live, outs, self.arrays) if live else None
 
     @property
     def done(self) -> bool:

@@ -10,9 +10,10 @@ from typing import List, Optional, Sequence, Tuple
 
 from ..tokenizers import Tokenizer
 from .config import GenerationConfig
-from .engine import Row, SamplingDecoder
+from .engine import SamplingDecoder
 from .prefill import DecoderState
 from .processors import TokenRules
+from .rows import Row
 from .text import GeneratedText, TextAssembler
 
 

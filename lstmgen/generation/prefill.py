@@ -47,11 +47,9 @@ def prefill(model: LanguageModel, prompts: Sequence[Sequence[int]],
     Returns the next-token logits (B, V) and the batched state (L, B, H) x 2.
     """
     device = next(model.parameters()).device
-    B = len(prompts)
-    logits: List[Optional[Tensor]] = [None] * B
-    hs: List[Optional[Tensor]] = [None] * B
-    cs: List[Optional[Tensor]] = [None] * B
+    parts: List[Tuple[List[int], Tensor, Tensor, Tensor]] = []  # (rows, their logits, h, c)
     fresh: dict = {}  # prompt ids -> rows that start from a zero state
+    cont: List[Tuple[int, Tensor, Tensor, Tensor]] = []  # rows that continue a state, one call each
     for b, ids in enumerate(prompts):
         st = states[b] if states else None
         ids = list(st.pending if st else []) + list(ids)
@@ -61,7 +59,10 @@ def prefill(model: LanguageModel, prompts: Sequence[Sequence[int]],
             fresh.setdefault(tuple(ids), []).append(b)
             continue
         out, (h, c) = model(torch.tensor([ids], device=device), (st.h.to(device), st.c.to(device)))
-        logits[b], hs[b], cs[b] = out[0, -1].float(), h[:, 0], c[:, 0]
+        cont.append((b, out[0, -1].float(), h[:, 0], c[:, 0]))
+    if cont:
+        parts.append(([b for b, *_ in cont], torch.stack([x[1] for x in cont]),
+                      torch.stack([x[2] for x in cont], 1), torch.stack([x[3] for x in cont], 1)))
     if fresh:
         uniq = list(fresh)
         lengths = torch.tensor([len(u) for u in uniq])
@@ -73,7 +74,12 @@ def prefill(model: LanguageModel, prompts: Sequence[Sequence[int]],
         else:
             out, (h, c) = model(padded.to(device), lengths=lengths)
         last = out[torch.arange(len(uniq)), lengths.to(device) - 1].float()
-        for i, u in enumerate(uniq):
-            for b in fresh[u]:
-                logits[b], hs[b], cs[b] = last[i], h[:, i], c[:, i]
-    return torch.stack(logits), (torch.stack(hs, 1), torch.stack(cs, 1))
+        # every row of a prompt gets that prompt's result: one gather for all rows, not three per row
+        src = torch.tensor([i for i, u in enumerate(uniq) for _ in fresh[u]], device=device)
+        parts.append(([b for u in uniq for b in fresh[u]], last[src], h[:, src], c[:, src]))
+    rows = [b for part in parts for b in part[0]]
+    logits, h, c = (torch.cat([part[k] for part in parts], 0 if k == 1 else 1) for k in (1, 2, 3))
+    if rows != sorted(rows):  # back into the rows' order
+        order = torch.argsort(torch.tensor(rows, device=device))
+        logits, h, c = logits[order], h[:, order], c[:, order]
+    return logits, (h, c)

@@ -6,6 +6,7 @@ model gets a Scheduler (continuous batching); the other model kinds answer their
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -79,6 +80,7 @@ def create_app(models: Dict[str, object], config: Optional[ServerConfig] = None,
 
     @asynccontextmanager
     async def lifespan(app):
+        gc.freeze()  # the models and torch live as long as the server: full collections skip them (cli.py)
         if engine_thread:
             engine.start()
         yield
