@@ -165,7 +165,7 @@ def host_share(batch: int, tokens: int, repeats: int, step_us: float = 0.0) -> f
     step time (replay_only) gives the figure to expect from that GPU with this host."""
     torch.manual_seed(0)
     tiny = LanguageModel(LMConfig(vocab_size=V, hidden_size=1, num_layers=L, dropout=0.0)).eval()
-    dec = SamplingDecoder(tiny, block_steps=32, blocks=EmulatedBlocks(step_us * 1e-6))
+    dec = SamplingDecoder(tiny, block_steps=32, blocks=EmulatedBlocks(step_us * 1e-6), ahead=True)  # as on a GPU
     cfg = GenerationConfig(max_new_tokens=tokens, temperature=1.0, seed=0)
 
     def run() -> None:

@@ -20,8 +20,8 @@ def gen(tiny_model_dir):
     return lstmgen.load(tiny_model_dir)
 
 
-def run(gen, prompts, block_steps, pipeline=4, **opts):
-    dec = SamplingDecoder(gen.model, block_steps=block_steps, graphs=False, pipeline=pipeline)
+def run(gen, prompts, block_steps, pipeline=4, ahead=False, **opts):
+    dec = SamplingDecoder(gen.model, block_steps=block_steps, graphs=False, pipeline=pipeline, ahead=ahead)
     job = gen.new_job(dec, prompts, opts)
     pieces = [""] * len(prompts)
     for slot, piece in job.run():
@@ -50,20 +50,21 @@ OPTIONS = [
 ]
 
 
+@pytest.mark.parametrize("ahead", [False, True])
 @pytest.mark.parametrize("opts", OPTIONS)
-def test_blocks_give_the_step_by_step_tokens_ends_and_states(gen, opts):
+def test_blocks_give_the_step_by_step_tokens_ends_and_states(gen, opts, ahead):
     prompts = ["KING:", "ROMEO:\nI will", "a"]
     step, step_pieces = run(gen, prompts, 0, max_new_tokens=45, **opts)
-    block, block_pieces = run(gen, prompts, 8, max_new_tokens=45, **opts)
+    block, block_pieces = run(gen, prompts, 8, 2, ahead, max_new_tokens=45, **opts)
     assert_same(step, block)
     assert block_pieces == [str(r)[len(p):] for r, p in zip(block, prompts)] == step_pieces
 
 
-@pytest.mark.parametrize("pipeline", [1, 4])
-def test_rows_that_end_inside_a_block_keep_the_state_they_ended_at(gen, pipeline):
+@pytest.mark.parametrize("pipeline,ahead", [(1, False), (4, False), (1, True), (3, True)])
+def test_rows_that_end_inside_a_block_keep_the_state_they_ended_at(gen, pipeline, ahead):
     eos = gen.tokenizer.encode(" ")[0]  # frequent: rows end at different steps inside blocks
     step, _ = run(gen, ["KING:", "Second", "O"], 0, max_new_tokens=50, eos_token_id=eos, temperature=1.0, seed=9)
-    block, _ = run(gen, ["KING:", "Second", "O"], 4, pipeline, max_new_tokens=50, eos_token_id=eos,
+    block, _ = run(gen, ["KING:", "Second", "O"], 4, pipeline, ahead, max_new_tokens=50, eos_token_id=eos,
                    temperature=1.0, seed=9)
     assert {r.finish_reason for r in block} == {"eos"}
     assert len({len(r.token_ids) for r in block}) > 1
@@ -189,3 +190,50 @@ def test_max_time_ends_rows_at_a_block_boundary_with_their_state(gen, monkeypatc
     for r in rows:
         assert r.out.finish_reason == "length" and len(r.out.token_ids) == 9
         assert r.out.state.pending == r.out.token_ids[-1:]
+
+
+def test_a_block_queued_ahead_for_nothing_gives_its_random_numbers_back(gen):
+    """The caller adds rows, asks for fewer steps or steps itself after an advance() that queued a block
+    ahead: the rows' texts are those of a decoder that never queued it."""
+    prompts = [gen.tokenizer.encode(p) for p in ("KING:", "O")]
+    cfg = GenerationConfig(max_new_tokens=60, temperature=1.0, seed=5)
+    later = GenerationConfig(max_new_tokens=20, temperature=0.9, seed=6)
+
+    def drive(ahead: bool):
+        dec = SamplingDecoder(gen.model, block_steps=8, graphs=False, pipeline=2, ahead=ahead)
+        rows = dec.add(prompts, cfg)
+        dec.advance()  # the step after the prefill
+        dec.advance()  # two blocks (and one queued ahead)
+        dec.advance(limit=4)  # fewer steps than the block queued
+        dec.advance()
+        rows += dec.add(prompts[:1], later)  # a newcomer: the batch changes shape
+        dec.advance()
+        dec.advance()
+        dec.step()
+        while not dec.done:
+            dec.advance()
+        return [(r.out.token_ids, r.out.finish_reason, r.out.state.pending) for r in rows]
+
+    assert drive(True) == drive(False)
+
+
+def test_a_block_queued_ahead_is_the_next_calls_first(gen, monkeypatch):
+    from lstmgen.generation import blocks
+
+    started, queued = [], []
+    start, queue = blocks.Block.start, SamplingDecoder._queue_ahead
+    monkeypatch.setattr(blocks.Block, "start", lambda self, *a: started.append(self.steps) or start(self, *a))
+
+    def counted_queue(dec, *a):
+        queue(dec, *a)
+        queued.append(dec._ahead is not None)
+
+    monkeypatch.setattr(SamplingDecoder, "_queue_ahead", counted_queue)
+    counts = {}
+    for ahead in (False, True):
+        started.clear()
+        out, _ = run(gen, ["KING:", "O"], 8, 2, ahead, max_new_tokens=41, temperature=0.8, seed=1)
+        counts[ahead] = list(started)
+        assert all(len(r.token_ids) == 41 for r in out)
+    # 40 tokens in blocks of 8, two a call: blocks were queued ahead, and every one was used, none wasted
+    assert sum(queued) == 2 and counts[True] == counts[False] == [8] * 5

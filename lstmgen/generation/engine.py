@@ -16,11 +16,11 @@ import torch
 from torch import Tensor
 
 from ..models import LanguageModel
-from .blocks import BlockCache, block_size
+from .blocks import Block, BlockCache, block_size
 from .config import GenerationConfig
 from .prefill import DecoderState, LSTMState, SequenceOutput, prefill
 from .processors import History, TokenRules, apply_processors, sample, warp
-from .rows import BlockRun, Row, RowArrays
+from .rows import Ahead, BlockRun, Row, RowArrays
 from .uniforms import uniforms
 
 __all__ = ["DecoderState", "LSTMState", "Row", "SamplingDecoder", "SequenceOutput", "prefill"]
@@ -54,10 +54,15 @@ class SamplingDecoder:
         blocks: a BlockCache to take captured blocks from and keep new ones in (default: the decoder's own).
         pipeline: the most blocks one `advance()` call runs back to back, each queued before the host
             reads the one before it.
+        ahead: queue the next block before `advance()` reads its last one and returns (default: on a GPU,
+            where blocks run while the host works), so that the GPU also works while the caller handles
+            the tokens and calls again. A block queued for nothing (the caller adds rows or steps, asks for
+            fewer steps, or every row ended) is dropped, and its rows' random numbers are given back.
     """
 
     def __init__(self, model: LanguageModel, inline_prefill: int = 0, block_steps: Optional[int] = None,
-                 graphs: Optional[bool] = None, blocks: Optional[BlockCache] = None, pipeline: int = 4) -> None:
+                 graphs: Optional[bool] = None, blocks: Optional[BlockCache] = None, pipeline: int = 4,
+                 ahead: Optional[bool] = None) -> None:
         model.eval()
         self.model, self.inline_prefill = model, inline_prefill
         self.device = next(model.parameters()).device
@@ -66,6 +71,8 @@ class SamplingDecoder:
         self.block_steps = (32 if cuda else 8) if block_steps is None else block_steps
         self._blocks = blocks if blocks is not None else BlockCache(cuda if graphs is None else graphs)
         self.pipeline = max(1, pipeline)
+        self.ahead = cuda if ahead is None else ahead
+        self._ahead: Optional[Ahead] = None  # the block queued at the end of the last advance()
         self.rows: List[Row] = []
         self.history: Optional[History] = None  # made at the first add, when the vocabulary size is known
         self.logits: Optional[Tensor] = None  # (B, V) next-token logits of every row
@@ -92,6 +99,7 @@ class SamplingDecoder:
         # Each row gets its own random stream (a key for uniforms.py): from cfg.seed (row i takes the i-th
         # key drawn from it), so a seeded request gives the same texts whatever shares the batch and
         # whenever its rows start sampling; without a seed, from the operating system's entropy.
+        self._drop_ahead()
         seeder = random.Random(cfg.seed) if cfg.seed is not None else random.SystemRandom()
         keys = [seeder.getrandbits(64) for _ in prompts]
         states = list(states) if states else [None] * len(prompts)
@@ -172,6 +180,7 @@ class SamplingDecoder:
         keep = [i for i, r in enumerate(self.rows) if r.active]
         if len(keep) == len(self.rows):
             return
+        self._drop_ahead()
         idx = torch.tensor(keep, dtype=torch.long, device=self.device)
         self.rows = [self.rows[i] for i in keep]
         self.has_pending = [self.has_pending[i] for i in keep]
@@ -217,6 +226,7 @@ class SamplingDecoder:
     def step(self) -> List[Tuple[Row, Optional[int]]]:
         """Choose one token for every active row: (row, token) pairs, with None for a row that ended
         without one (every token banned)."""
+        self._drop_ahead()
         self._compact()
         if not self.rows:
             return []
@@ -297,26 +307,58 @@ class SamplingDecoder:
         need = int(run.room.max()) if not limit else min(int(run.room.max()), limit)
         steps = block_size(need, self.block_steps)
         count = max(1, min(self.pipeline, need // steps))
-        pair = [self._blocks.get(self.model, self.history.params, len(self.rows), steps, slot)
-                for slot in range(min(count, 2))]
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead.steps != steps:  # the caller asked for fewer steps
+            self._give_back(ahead)
+            ahead = None
+        first = ahead.slot if ahead is not None else 0
+        pair: Dict[int, Block] = {} if ahead is None else {first: ahead.block}
         last = None
         for i in range(count):
             # Block i is queued before the host reads block i - 1, so the host's work (the next block's
             # uniforms, reading the tokens, the rows' ends) runs while the GPU works; the two alternate
             # buffers, and block i + 1 is queued only after block i - 1 is read.
-            block = pair[i % 2]
-            src = (self.pending, *self.state) if last is None else (last.tokens[-1], last.hs[-1], last.cs[-1])
-            block.start(*src, self._uniforms(steps, run.rows()))
+            slot = (first + i) % 2
+            if slot not in pair:
+                pair[slot] = self._blocks.get(self.model, self.history.params, len(self.rows), steps, slot)
+            block = pair[slot]
+            if i > 0 or ahead is None:  # else it runs already, from (self.pending, self.state)
+                src = (self.pending, *self.state) if last is None else (last.tokens[-1], last.hs[-1], last.cs[-1])
+                block.start(*src, self._uniforms(steps, run.rows()))
             if last is not None:
                 self._collect(last, run)
             last = block
             if not len(run.pos):
                 break
         else:
+            if self.ahead:
+                self._queue_ahead(last, run, (first + count) % 2)
             self._collect(last, run)
         self.pending = last.tokens[-1].clone()
         self.state = (last.hs[-1].clone(), last.cs[-1].clone())
         return [(self.rows[b], new) for b, new in zip(run.live.tolist(), run.got)]
+
+    def _queue_ahead(self, last: Block, run: BlockRun, slot: int) -> None:
+        """Start the block the next advance() will want, from `last`'s outputs, before `last` is read."""
+        need = int(run.room[run.pos].max()) - last.steps  # unless the longest row ends in `last`
+        if need < 1:
+            return
+        steps = block_size(need, self.block_steps)
+        block = self._blocks.get(self.model, self.history.params, len(self.rows), steps, slot)
+        live = run.rows()
+        block.start(last.tokens[-1], last.hs[-1], last.cs[-1], self._uniforms(steps, live))
+        self._ahead = Ahead(block, steps, slot, live)
+
+    def _give_back(self, ahead: Ahead) -> None:
+        """Undo a queued block's draws, so that the rows' next numbers are the ones it took."""
+        a = self.arrays
+        rows = ahead.rows[a.sampling[ahead.rows]]
+        a.draws[rows] -= np.uint64(ahead.steps)
+
+    def _drop_ahead(self) -> None:
+        if self._ahead is not None:
+            self._give_back(self._ahead)
+            self._ahead = None
 
     def _collect(self, block, run: BlockRun) -> None:
         """Give the rows still live in `run` their tokens from a finished block, and end the rows that end

@@ -9,7 +9,7 @@ for a block is a few vectorised operations and one plain loop that extends a lis
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -66,6 +66,16 @@ class RowArrays:
     def take(self, idx: Sequence[int]) -> "RowArrays":
         """The rows `idx`, in that order."""
         return RowArrays(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+
+class Ahead(NamedTuple):
+    """A block queued at the end of one advance() for the next: its steps, its buffers' slot, and the
+    batch indices of the rows that drew uniforms for it."""
+
+    block: object
+    steps: int
+    slot: int
+    rows: np.ndarray
 
 
 class BlockRun:
