@@ -210,18 +210,22 @@ def main() -> None:
         b, o, st, lo, ce = best
         print(f"| {batch} | {b:,.0f} | {o:,.0f} | {o / b:.2f} | {st / b:.2f} | {lo / b:.2f} | {ce / b:.2f} "
               f"| {first_s:.2f} ({first:,.0f} tok/s) |", flush=True)
-        replay_only(blocks, batch, args.repeats, device)
+        step_s = replay_only(blocks, batch, args.repeats, device)
         if batch >= 256:
             host = host_share(batch, args.tokens, args.repeats)
             print(f"  the host's work alone at batch {batch} (blocks emulated, this machine's CPU): {host:,.0f} tok/s",
                   flush=True)
+            for us in [step_s * 1e6] if step_s else [115.6]:  # else an H200's bf16 step at batch 1,024
+                emulated = host_share(batch, args.tokens, args.repeats, us)
+                print(f"  with blocks of {us:.1f} us a step emulated on this machine's CPU: {emulated:,.0f} tok/s",
+                      flush=True)
 
 
-def replay_only(dec: SamplingDecoder, batch: int, repeats: int, device) -> None:
+def replay_only(dec: SamplingDecoder, batch: int, repeats: int, device) -> float:
     """The GPU's own time for a block (its graph replayed with no host work in between): the floor under
-    lstmgen's figure, and what is left to the host."""
+    lstmgen's figure, and what is left to the host. Returns the time of a step in seconds (0 on a CPU)."""
     if device.type != "cuda" or not dec._blocks.blocks:
-        return
+        return 0.0
     block = max(dec._blocks.blocks.values(), key=lambda blk: blk.steps)
     per_block = best_time(lambda: [block.run() for _ in range(20)], repeats, device) / 20
     print(f"  batch {batch}: a {block.steps}-step block's graph replay alone: {batch * block.steps / per_block:,.0f} "
@@ -233,6 +237,7 @@ def replay_only(dec: SamplingDecoder, batch: int, repeats: int, device) -> None:
         step_bytes = sum(w.numel() * w.element_size() for w in weights(dec.model))
         print(f"  weight-streaming bound: {step_bytes / 1e6:.1f} MB a step at the {bytes_per_s / 1e12:.2f} TB/s "
               f"a copy moves = {bytes_per_s / step_bytes:,.0f} tok/s", flush=True)
+    return per_block / block.steps
 
 
 if __name__ == "__main__":

@@ -360,26 +360,11 @@ class SamplingDecoder:
             self._give_back(self._ahead)
             self._ahead = None
 
-    def _collect(self, block, run: BlockRun) -> None:
-        """Give the rows still live in `run` their tokens from a finished block, and end the rows that end
-        in it (at the state of the step they end at). The checks are vectorised over the rows (rows.py);
-        what is left is a loop that extends each row's lists, run while the GPU works on the next block."""
-        batch = run.rows()
-        toks = block.result().numpy()[:, batch]  # (K, n) for the live rows; a copy, so the buffer may go
-        take, reasons = run.ends(toks, time.monotonic())
-        lists = toks.T.tolist()
-        got, outs, history = run.got, run.outs, self.history.tokens
-        ends: Dict[int, List[Tuple[int, str]]] = {}  # step -> (batch index, reason)
-        for k, (p, b, new) in enumerate(zip(run.pos.tolist(), batch.tolist(), lists)):
-            if reasons and k in reasons:
-                new = new[:take[k]]
-                ends.setdefault(len(new) - 1, []).append((b, reasons[k]))
-            got[p] += new
-            outs[p] += new
-            history[b] += new
-        for j, rows in ends.items():
+    def _collect(self, block: Block, run: BlockRun) -> None:
+        """Give the rows still live in `run` their tokens from a finished block (run while the GPU works on
+        the next one), and end the rows that end in it at the state of the step they end at."""
+        for j, rows in run.read(block.result().numpy(), time.monotonic(), self.history.tokens).items():
             self._finish_many(rows, block.hs[j], block.cs[j])
-        run.drop(list(reasons))
 
     def _block_run(self) -> Optional[BlockRun]:
         """The rows as a block run, or None when they need step() instead.

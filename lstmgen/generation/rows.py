@@ -99,17 +99,37 @@ class BlockRun:
         """Batch indices of the rows still live."""
         return self.live[self.pos]
 
-    def ends(self, toks: np.ndarray, now: float) -> Tuple[np.ndarray, Dict[int, str]]:
-        """How many of a block's tokens each live row takes, and the rows that end in the block.
+    def read(self, tokens: np.ndarray, now: float, history: List[List[int]]) -> Dict[int, List[Tuple[int, str]]]:
+        """Give the live rows their tokens from a block: to their outputs, histories and `got`; the rows that
+        end in it leave the run.
 
         Args:
-            toks: (K, n) the block's tokens of the n live rows.
+            tokens: (K, B) the block's tokens for the whole batch.
             now: time.monotonic(), for max_time.
+            history: the decoder's History.tokens.
 
         Returns:
-            (n,) tokens taken; {index in n: "eos" or "length"} for the rows that end (eos when it comes
-            within what the row may take; length when max_new_tokens or max_time is reached).
+            {step: [(batch index, reason)]} for the rows that end at that step of the block.
         """
+        batch = self.rows()
+        toks = tokens[:, batch]  # (K, n): a copy, so the block's buffer may be reused
+        take, reasons = self._ends(toks, now)
+        ends: Dict[int, List[Tuple[int, str]]] = {}
+        got, outs = self.got, self.outs
+        for k, (p, b, new) in enumerate(zip(self.pos.tolist(), batch.tolist(), toks.T.tolist())):
+            if reasons and k in reasons:
+                new = new[:take[k]]
+                ends.setdefault(len(new) - 1, []).append((b, reasons[k]))
+            got[p] += new
+            outs[p] += new
+            history[b] += new
+        self.pos = np.delete(self.pos, list(reasons))
+        return ends
+
+    def _ends(self, toks: np.ndarray, now: float) -> Tuple[np.ndarray, Dict[int, str]]:
+        """How many of a block's tokens (K, n) each live row takes, and {index in n: "eos" or "length"} for
+        the rows that end in it (eos when it comes within what the row may take; length when
+        max_new_tokens or max_time is reached)."""
         K, pos = toks.shape[0], self.pos
         room = self.room[pos]
         take = np.minimum(room, K)
@@ -122,7 +142,3 @@ class BlockRun:
         self.room[pos] = room - take
         ending = np.flatnonzero((room <= K) | by_eos | (self.deadline[pos] < now))
         return take, {int(k): "eos" if by_eos[k] else "length" for k in ending}
-
-    def drop(self, ks: List[int]) -> None:
-        """The rows at these indices into the live rows have ended."""
-        self.pos = np.delete(self.pos, ks)
