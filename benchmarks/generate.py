@@ -25,8 +25,10 @@ from typing import Callable, List
 
 import torch
 
+import lstmgen
 from lstmgen.generation import GenerationConfig, SamplingDecoder
 from lstmgen.models import LanguageModel, LMConfig
+from lstmgen.pipelines import TextGenerator
 from lstmgen.training import pick_device
 
 V, L, H = 65, 3, 512
@@ -158,18 +160,28 @@ class EmulatedBlocks:
         return self.blocks[key]
 
 
-def host_share(batch: int, tokens: int, repeats: int, step_us: float = 0.0) -> float:
+def host_share(batch: int, tokens: int, repeats: int, step_us: float = 0.0, text: bool = False) -> float:
     """Tokens/s of the decoder at `batch` rows with a GPU's 32-step blocks whose device time is emulated
     (EmulatedBlock), on this machine's CPU, with a one-unit LSTM for the steps outside blocks (the one
     after the prefill). step_us = 0: the host's work alone, a ceiling on any GPU's figure; a GPU's measured
-    step time (replay_only) gives the figure to expect from that GPU with this host."""
+    step time (replay_only) gives the figure to expect from that GPU with this host. text: through
+    `generate()`'s path (TextJob: the tokens decoded into each row's text, with the bundled
+    shakespeare-char tokenizer) instead of ids only."""
     torch.manual_seed(0)
-    tiny = LanguageModel(LMConfig(vocab_size=V, hidden_size=1, num_layers=L, dropout=0.0)).eval()
-    dec = SamplingDecoder(tiny, block_steps=32, blocks=EmulatedBlocks(step_us * 1e-6), ahead=True)  # as on a GPU
-    cfg = GenerationConfig(max_new_tokens=tokens, temperature=1.0, seed=0)
+    tok = lstmgen.load("shakespeare-char").tokenizer
+    tiny = LanguageModel(LMConfig(vocab_size=tok.vocab_size, hidden_size=1, num_layers=L, dropout=0.0)).eval()
+    blocks = EmulatedBlocks(step_us * 1e-6)
+    opts = dict(max_new_tokens=tokens, temperature=1.0, seed=0)
 
     def run() -> None:
-        dec.add([[1, 2, 3]] * batch, cfg)
+        dec = SamplingDecoder(tiny, block_steps=32, blocks=blocks, ahead=True)  # as on a GPU
+        if text:
+            job = TextGenerator(tiny, tok).new_job(dec, ["KING:"] * batch, opts)
+            for _ in job.run():
+                pass
+            job.results()
+            return
+        dec.add([[1, 2, 3]] * batch, GenerationConfig(**opts))
         while not dec.done:
             dec.advance()
 
@@ -216,9 +228,10 @@ def main() -> None:
             print(f"  the host's work alone at batch {batch} (blocks emulated, this machine's CPU): {host:,.0f} tok/s",
                   flush=True)
             for us in [step_s * 1e6] if step_s else [115.6]:  # else an H200's bf16 step at batch 1,024
-                emulated = host_share(batch, args.tokens, args.repeats, us)
-                print(f"  with blocks of {us:.1f} us a step emulated on this machine's CPU: {emulated:,.0f} tok/s",
-                      flush=True)
+                ids = host_share(batch, args.tokens, args.repeats, us)
+                texts = host_share(batch, args.tokens, args.repeats, us, text=True)
+                print(f"  with blocks of {us:.1f} us a step emulated on this machine's CPU: {ids:,.0f} tok/s "
+                      f"(ids), {texts:,.0f} tok/s through generate() (texts)", flush=True)
 
 
 def replay_only(dec: SamplingDecoder, batch: int, repeats: int, device) -> float:

@@ -51,6 +51,8 @@ class Tokenizer:
         self._vocab = vocab
         self.unk_id = vocab.get(UNK)
         self._table = None  # char: code point -> id, built on first use
+        # char: id -> its text, <unk> shown as U+FFFD (decoding a 1,024-row batch's blocks is one map each)
+        self._texts = ["\ufffd" if i == self.unk_id else t for i, t in enumerate(self._id_to_token)]
         self.eos_id = vocab.get(EOS)
 
     # -- training ----------------------------------------------------------------------------------
@@ -136,8 +138,7 @@ class Tokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         """Text of `ids` (see the module docstring for what round-trips exactly)."""
         if self.kind == "char":
-            tokens = self._id_to_token
-            return "".join("\ufffd" if i == self.unk_id else tokens[i] for i in ids)
+            return "".join(map(self._texts.__getitem__, ids))
         if self.kind == "word":
             out: List[str] = []
             for i in ids:

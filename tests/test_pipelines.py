@@ -76,7 +76,10 @@ def test_same_seed_same_text_and_seeds_differ(tiny_model_dir):
 def test_stream_pieces_join_to_generate(tiny_model_dir):
     gen = lstmgen.load(tiny_model_dir)
     pieces = list(gen.stream("The", max_new_tokens=40, seed=3))
-    assert len(pieces) == 40 and "The" + "".join(pieces) == gen.generate("The", max_new_tokens=40, seed=3)
+    # a piece per block of steps read (a block's tokens are decoded at once), so several, not one at the end
+    assert 1 < len(pieces) <= 40 and "The" + "".join(pieces) == gen.generate("The", max_new_tokens=40, seed=3)
+    stepwise = list(gen.stream("The", max_new_tokens=40, seed=3, stop=["zzz"]))  # stop strings: token by token
+    assert len(stepwise) == 40 and "".join(stepwise) == "".join(pieces)
 
 
 def test_greedy_equals_argmax_and_top_k_1(tiny_model_dir):
@@ -193,9 +196,15 @@ def test_bpe_stream_never_splits_a_character():
     tok = Tokenizer.train("bpe", ["plain ascii text only"], vocab_size=260)
     script = tok.encode("a世界🎉b")  # byte-level: the CJK characters and the emoji are several tokens each
     assert len(script) > 5
+    # token by token (a stop string makes the decoder step): a piece as each character is whole
+    gen = TextGenerator(ScriptedModel(script, tok.vocab_size), tok)
+    pieces = list(gen.stream("x", max_new_tokens=len(script), temperature=0, stop=["zzz"]))
+    assert pieces == ["a", "世", "界", "🎉", "b"]
+    # in blocks of 8 steps (the first after the prefill's token): the second block ends inside the emoji,
+    # whose first bytes wait for the third
     gen = TextGenerator(ScriptedModel(script, tok.vocab_size), tok)
     pieces = list(gen.stream("x", max_new_tokens=len(script), temperature=0))
-    assert "".join(pieces) == "a世界🎉b" and pieces == ["a", "世", "界", "🎉", "b"]
+    assert pieces == ["a", "世界", "🎉", "b"]
 
 
 def test_generate_from_two_threads_at_once_gives_each_its_own_text(tiny_model_dir):
@@ -232,3 +241,22 @@ def test_prompts_as_token_ids_are_used_as_given():
     assert "".join(gen.stream(np.array(spelled), max_new_tokens=4, temperature=0)) == r.completion
     assert gen.generate(spelled, max_new_tokens=4, num_beams=2).token_ids == \
         gen.generate(torch.tensor(spelled), max_new_tokens=4, num_beams=2).token_ids
+
+
+def test_text_assembler_blocks_of_any_size_give_whole_characters():
+    import random
+
+    from lstmgen.generation import TextAssembler
+    from lstmgen.tokenizers import Tokenizer
+
+    tok = Tokenizer.train("bpe", ["plain ascii text only"], vocab_size=260)
+    text = "a世界🎉b é ü 😀x"
+    ids = tok.encode(text)
+    rng = random.Random(0)
+    for _ in range(50):
+        asm, pieces, i = TextAssembler(tok, None), [], 0
+        while i < len(ids):
+            n = rng.randint(1, 6)
+            pieces.append(asm.push_many(ids[i:i + n], final=i + n >= len(ids)))
+            i += n
+        assert "".join(pieces) == text and not any("\ufffd" in p for p in pieces)

@@ -40,18 +40,17 @@ class TextJob:
                       for ids, s in zip(prompt_ids, states)]
         self.rows: List[Row] = decoder.add(prompt_ids, cfg, rules, states if any(states) else None, owner=self)
 
-    def push(self, row: Row, token: Optional[int], last: bool = True) -> Tuple[int, str]:
-        """Take `row`'s new token (None: the row ended without one); return (row.slot, the text that is
-        safe to show now). A row that ends here releases all it held back.
+    def push(self, row: Row, token: Optional[int]) -> Tuple[int, str]:
+        """Take `row`'s new token from a step (None: the row ended without one); return (row.slot, the text
+        that is safe to show now). A row that ends here releases all it held back.
 
         Args:
             row: one of this job's rows.
             token: its next token.
-            last: whether it is the last of the tokens the decoder gave the row this time.
         """
         asm = self.texts[row.slot]
         piece = ""
-        end = last and not row.active
+        end = not row.active
         if token is not None:
             check = len(row.out.token_ids) > self.cfg.min_new_tokens  # stop strings count from here
             piece = asm.push(token, final=end, check_stop=check)
@@ -81,14 +80,25 @@ class TextJob:
                               top_logprobs=r.out.top_logprobs)
                 for p, t, r in zip(self.prompts, self.texts, self.rows)]
 
+    def push_many(self, row: Row, tokens: List[int]) -> Tuple[int, str]:
+        """push() for the tokens a block gave `row` (no stop strings: blocks run only without them), in
+        one decode call: at batch 1,024 decoding token by token held generate() to about 250k tokens/s
+        on this project's CPU, a twentieth of what the decoder hands out."""
+        asm = self.texts[row.slot]
+        piece = asm.push_many(tokens, final=not row.active) if tokens else ""
+        if not row.active:
+            piece += asm.flush()
+        return row.slot, piece
+
     def run(self):
         """Step the decoder until this job is done (the decoder holds no other rows); yield
         (slot, piece) for each non-empty piece."""
         blocks = not self.cfg.stop  # a stop string is found in the text token by token
         while not self.done:
-            for row, tokens in self.decoder.advance() if blocks else \
-                    ((row, [] if tok is None else [tok]) for row, tok in self.decoder.step()):
-                for i, tok in enumerate(tokens or [None]):
-                    slot, piece = self.push(row, tok, last=i == len(tokens) - 1 or not tokens)
-                    if piece:
-                        yield slot, piece
+            if blocks:
+                pieces = (self.push_many(row, tokens) for row, tokens in self.decoder.advance())
+            else:
+                pieces = (self.push(row, tok) for row, tok in self.decoder.step())
+            for slot, piece in pieces:
+                if piece:
+                    yield slot, piece

@@ -64,19 +64,27 @@ class TextAssembler:
         self.search_from = 0  # stop strings count only from here (min_new_tokens)
         self.stopped = False
 
-    def _append(self, token: int) -> None:
-        """Decode incrementally: each token's text depends at most on the token before it."""
+    def _append(self, tokens: List[int]) -> None:
+        """Decode incrementally, all of `tokens` in one call: a token's text depends at most on the token
+        before it (word tokens: a space or not), or, for byte-level BPE, on the bytes of a character split
+        across tokens, which wait in `tail` until the character is whole."""
         if self.tok.kind == "bpe":
-            self.tail.append(token)
+            self.tail += tokens
             tail = self.tok.decode(self.tail)
             if not tail.endswith("\ufffd"):  # a character boundary: bytes so far are final
                 self.stable, self.tail = self.stable + tail, []
+                return
+            for k in range(1, min(4, len(self.tail))):  # a character has at most 4 bytes: at most 3 waiting
+                head = self.tok.decode(self.tail[:-k])
+                if not head.endswith("\ufffd"):
+                    self.stable, self.tail = self.stable + head, self.tail[-k:]
+                    return
         elif self.prev is None:
-            self.stable += self.tok.decode([token])
+            self.stable += self.tok.decode(tokens)
         else:
-            self.stable += self.tok.decode([self.prev, token])[len(self.tok.decode([self.prev])):]
+            self.stable += self.tok.decode([self.prev] + tokens)[len(self.tok.decode([self.prev])):]
         if self.tok.kind == "word":
-            self.prev = token
+            self.prev = tokens[-1]
 
     def text(self) -> str:
         """The whole completion so far (cut before a stop string once one has appeared)."""
@@ -95,8 +103,18 @@ class TextAssembler:
             final: the sequence ends here: release everything.
             check_stop: False while min_new_tokens is not reached (stop strings found so far don't count).
         """
-        self.ids.append(token)
-        self._append(token)
+        return self.push_many([token], final, check_stop)
+
+    def push_many(self, tokens: List[int], final: bool = False, check_stop: bool = True) -> str:
+        """push() for several tokens at once (a block's): one decode call, one piece.
+
+        Args:
+            tokens: the new ids (at least one).
+            final: the sequence ends with them.
+            check_stop: as in push().
+        """
+        self.ids += tokens
+        self._append(tokens)
         if not check_stop:
             self.search_from = len(self.stable)
         return self._release(self.text(), final)
