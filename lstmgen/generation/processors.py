@@ -230,7 +230,7 @@ class History:
     @property
     def has_processors(self) -> bool:
         """Whether any processor would change some row's logits."""
-        return self.params is not None and self._has_processors
+        return self.params is not None and self._has_processors  # made (and cached) with params
 
     @property
     def stepwise(self) -> bool:
