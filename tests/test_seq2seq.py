@@ -137,8 +137,7 @@ def reverser(tmp_path_factory):
 def test_learns_to_reverse_within_a_minute(reverser):
     result, d = reverser
     # 25 epochs took 1.19 and 1.39 minutes on this project's 2 shared cores on a noisy day (under one before):
-    # the minute is the budget, and what
-    # was learned in it is checked below
+    # the minute is the budget, and what was learned in it is checked below
     assert result["minutes"] <= 1.05
     pipe = lstmgen.load(d / "model")
     pairs = open_parallel(str(d / "rev.tsv")).splits["test"]
