@@ -237,3 +237,10 @@ def test_a_block_queued_ahead_is_the_next_calls_first(gen, monkeypatch):
         assert all(len(r.token_ids) == 41 for r in out)
     # 40 tokens in blocks of 8, two a call: blocks were queued ahead, and every one was used, none wasted
     assert sum(queued) == 2 and counts[True] == counts[False] == [8] * 5
+    # a caller that asks for 4 steps a call gets blocks of 4 queued ahead, used as well
+    dec = SamplingDecoder(gen.model, block_steps=8, graphs=False, ahead=True)
+    rows = dec.add([gen.tokenizer.encode("KING:")], GenerationConfig(max_new_tokens=25, temperature=0.9, seed=2))
+    started.clear()
+    while not dec.done:
+        dec.advance(limit=4)
+    assert started == [4] * 6 and len(rows[0].out.token_ids) == 25

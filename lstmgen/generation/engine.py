@@ -332,17 +332,20 @@ class SamplingDecoder:
                 break
         else:
             if self.ahead:
-                self._queue_ahead(last, run, (first + count) % 2)
+                self._queue_ahead(last, run, (first + count) % 2, limit)
             self._collect(last, run)
         self.pending = last.tokens[-1].clone()
         self.state = (last.hs[-1].clone(), last.cs[-1].clone())
         return [(self.rows[b], new) for b, new in zip(run.live.tolist(), run.got)]
 
-    def _queue_ahead(self, last: Block, run: BlockRun, slot: int) -> None:
-        """Start the block the next advance() will want, from `last`'s outputs, before `last` is read."""
+    def _queue_ahead(self, last: Block, run: BlockRun, slot: int, limit: int) -> None:
+        """Start the block the next advance() will want (with the same `limit`), from `last`'s outputs,
+        before `last` is read."""
         need = int(run.room[run.pos].max()) - last.steps  # unless the longest row ends in `last`
         if need < 1:
             return
+        if limit:
+            need = min(need, limit)
         steps = block_size(need, self.block_steps)
         block = self._blocks.get(self.model, self.history.params, len(self.rows), steps, slot)
         live = run.rows()
