@@ -122,7 +122,9 @@ class Seq2Seq(nn.Module):
             self.out.weight = self.tgt_embedding.weight
         self.p_gen = nn.Linear(2 * H + E, 1) if c.copy else None
         self.drop = nn.Dropout(c.dropout)
-        for emb in {self.src_embedding, self.tgt_embedding}:
+        # dict, not set: a set of modules is ordered by address, which made which embedding took the first
+        # random draws (and so the trained model) change from process to process
+        for emb in dict.fromkeys((self.src_embedding, self.tgt_embedding)):
             nn.init.uniform_(emb.weight, -0.1, 0.1)
 
     def num_parameters(self) -> int:
