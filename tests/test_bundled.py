@@ -32,7 +32,8 @@ def test_bundled_model_generates_deterministically():
 
 def test_bundled_model_scores_on_tinyshakespeare(data_dir):
     """The shipped (float16) weights on the last 10% of tinyshakespeare, both figures."""
-    r = evaluate_folder("shakespeare-char", "tinyshakespeare", "valid")
+    # 16 streams: the carried-state figure within 0.0011 nats of one stream's (1.4033 vs 1.4022), 3x faster
+    r = evaluate_folder("shakespeare-char", "tinyshakespeare", "valid", batch_size=16)
     assert r["window256_loss"] <= 1.45 and r["loss"] < r["window256_loss"]
     assert r["bpc"] == pytest.approx(r["loss"] / math.log(2))
     for bad in ({"batch_size": 0}, {"window": 0}):  # named, not clamped to 1 or failing deep inside
