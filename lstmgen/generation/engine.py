@@ -336,7 +336,7 @@ class SamplingDecoder:
             self._collect(last, run)
         self.pending = last.tokens[-1].clone()
         self.state = (last.hs[-1].clone(), last.cs[-1].clone())
-        return [(self.rows[b], new) for b, new in zip(run.live.tolist(), run.got)]
+        return [(self.rows[b], new) for b, new in zip(run.live.tolist(), run.got())]
 
     def _queue_ahead(self, last: Block, run: BlockRun, slot: int, limit: int) -> None:
         """Start the block the next advance() will want (with the same `limit`), from `last`'s outputs,
@@ -380,14 +380,11 @@ class SamplingDecoder:
         if self.block_steps < 2 or not self.rows or not all(self.has_pending) or self.history.stepwise \
                 or any(r.feed for r in self.rows):
             return None
-        if 2 * sum(r.active for r in self.rows) <= len(self.rows):
+        live = [b for b, r in enumerate(self.rows) if r.active]
+        if live and 2 * len(live) <= len(self.rows):
             self._compact()
-        live, outs = [], []
-        for b, r in enumerate(self.rows):
-            if r.active:
-                live.append(b)
-                outs.append(r.out.token_ids)
-        return BlockRun(live, outs, self.arrays) if live else None
+            live = list(range(len(self.rows)))
+        return BlockRun(live, [self.rows[b].out.token_ids for b in live], self.arrays) if live else None
 
     @property
     def done(self) -> bool:
