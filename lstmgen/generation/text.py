@@ -115,6 +115,9 @@ class TextAssembler:
         """
         self.ids += tokens
         self._append(tokens)
+        if not self.stop and not self.tail:  # nothing held back: the piece is what was just decoded
+            piece, self.sent = self.stable[self.sent:], len(self.stable)
+            return piece
         if not check_stop:
             self.search_from = len(self.stable)
         return self._release(self.text(), final)
