@@ -7,6 +7,7 @@ minutes/max_minutes reaches 1, and the cosine learning-rate schedule follows tha
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -72,6 +73,18 @@ def native_bf16_cpu() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
+@functools.lru_cache(maxsize=None)
+def bf16_lstm_cpu() -> bool:
+    """Whether oneDNN runs an LSTM in bf16 on this CPU at all (it needs AVX-512; on an AVX2 CPU the bf16
+    LSTM fails with "could not create a primitive descriptor")."""
+    try:
+        with torch.autocast("cpu", torch.bfloat16):
+            torch.nn.LSTM(4, 4)(torch.zeros(1, 1, 4))
+        return True
+    except RuntimeError:
+        return False
+
+
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
     """Linear warm-up over warmup_steps, then cosine from lr to min_lr_ratio * lr as progress goes 0 -> 1."""
     if step < cfg.warmup_steps:
@@ -106,6 +119,9 @@ class Trainer(Checkpointing):
         self.device = device_for(self.dist, pick_device(config.device))
         torch.manual_seed(config.seed)
         self.model = model.to(self.device)
+        if config.cpu_amp and config.amp and self.device.type == "cpu" and not bf16_lstm_cpu():
+            raise UserInputError("cpu_amp (--cpu-amp): this CPU cannot run the LSTM in bf16 (oneDNN needs AVX-512); "
+                                 "leave it out to train in float32")
         if config.cpu_amp and config.amp and self.device.type == "cpu" and not native_bf16_cpu() and self.dist.main:
             tqdm.write("lstmgen: this CPU has no bf16 arithmetic (AVX512-BF16, AMX): bf16 autocast (cpu_amp) "
                        "will likely train slower than float32", file=sys.stderr)
