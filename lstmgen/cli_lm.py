@@ -99,7 +99,8 @@ GEN_FLAGS = {
     "eos-token-id": (int, "token id that ends a sequence"),
     "logprobs": ("flag", "include per-token log-probabilities (with --json)"),
     "top-logprobs": (int, "with --logprobs: also the N most likely tokens at each step, 0-20 (with --json)"),
-    "no-early-stopping": ("flag", "beam search: run every beam to the end"),
+    "early-stopping": (str, "beam search ends: true (num-beams hypotheses done, the default), false "
+                       "(and no running beam can beat them now), never (nor at max-new-tokens)"),
 }
 
 
@@ -209,8 +210,6 @@ def _read_prompts(args: argparse.Namespace) -> List[str]:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     opts = {k.replace("-", "_"): getattr(args, k.replace("-", "_")) for k in GEN_FLAGS}
-    if opts.pop("no_early_stopping"):
-        opts["early_stopping"] = False
     opts["num_return_sequences"] = args.num_return_sequences
     if opts["logit_bias"] is not None:
         try:

@@ -32,7 +32,7 @@ from .generation import (
     TextAssembler,
     TextJob,
     TokenRules,
-    beam_search,
+    lm_beam_search,
 )
 from .models import LanguageModel, LMConfig
 from .tokenizers import Tokenizer
@@ -208,7 +208,7 @@ class TextGenerator:
             return []
         n, given = cfg.num_return_sequences, given or [None] * len(prompts)
         if cfg.num_beams > 1:
-            results = [r for p, g in zip(prompts, given) for r in self._beam(p, cfg, rules, state, g)]
+            results = self._beam(prompts, cfg, rules, state, given)
         else:
             rows = [(p, g) for p, g in zip(prompts, given) for _ in range(n)]
             with self._decoder() as decoder:
@@ -218,19 +218,22 @@ class TextGenerator:
                 results = job.results()
         return results[0] if one and n == 1 else results
 
-    def _beam(self, prompt: str, cfg: GenerationConfig, rules: TokenRules, state,
-              given: Optional[List[int]] = None) -> List[GeneratedText]:
-        ids = self._prompt_ids(prompt, state, given)
-        anchor = ids[-1] if ids else state.pending[-1]
+    def _beam(self, prompts: List[str], cfg: GenerationConfig, rules: TokenRules, state,
+              given: List[Optional[List[int]]]) -> List[GeneratedText]:
+        ids = [self._prompt_ids(p, state, g) for p, g in zip(prompts, given)]
         out = []
-        for o in beam_search(self.model, ids, cfg, rules, state):
-            asm = TextAssembler(self.tokenizer, anchor, cfg.stop)
-            for i, tok in enumerate(o.token_ids):
-                asm.push(tok, check_stop=i + 1 > cfg.min_new_tokens)
-                if asm.stopped:
-                    o.finish_reason = "stop"
-                    break
-            out.append(GeneratedText(prompt, asm.text(), o.token_ids, o.finish_reason, o.logprobs, None, o.score))
+        for prompt, p_ids, outs in zip(prompts, ids, lm_beam_search(self.model, ids, cfg, rules,
+                                                                     [state] * len(prompts))):
+            anchor = p_ids[-1] if p_ids else state.pending[-1]
+            for o in outs:
+                asm = TextAssembler(self.tokenizer, anchor, cfg.stop)
+                for i, tok in enumerate(o.token_ids):
+                    asm.push(tok, check_stop=i + 1 > cfg.min_new_tokens)
+                    if asm.stopped:
+                        o.finish_reason = "stop"
+                        break
+                out.append(GeneratedText(prompt, asm.text(), o.token_ids, o.finish_reason, o.logprobs, None,
+                                         o.score))
         return out
 
     @torch.inference_mode()

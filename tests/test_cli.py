@@ -25,9 +25,9 @@ def test_every_setting_has_a_flag():
     from lstmgen.training import TrainConfig
 
     flags = {k.replace("-", "_") for k in (*GEN_FLAGS, *LM_FLAGS)}
-    # given otherwise: --data/--out as arguments of their own, --no-amp, --no-tie-weights, --no-early-stopping;
+    # given otherwise: --data/--out as arguments of their own, --no-amp, --no-tie-weights;
     # the layer-group schedules belong to the classifier (lstmgen train classify has their flags)
-    otherwise = {"data", "out", "train", "amp", "tie_weights", "early_stopping", "discriminative_lr",
+    otherwise = {"data", "out", "train", "amp", "tie_weights", "discriminative_lr",
                  "gradual_unfreezing"}
     settings = {f.name for cls in (GenerationConfig, TrainConfig, LMRecipe) for f in fields(cls)}
     assert settings - otherwise <= flags, sorted(settings - otherwise - flags)
@@ -157,7 +157,7 @@ def test_generate_options_json_prompt_file_and_stdin(tiny_model_dir, tmp_path):
     flag = cli("generate", tiny_model_dir, "--prompt", "KING:", "--max-new-tokens", "20", "--temperature", "0")
     assert piped.returncode == 0 and piped.stdout == flag.stdout and piped.stdout.startswith("KING:")
     beams = cli("generate", tiny_model_dir, "--prompt", "KING:", "--num-beams", "3", "--num-samples", "2",
-                "--max-new-tokens", "20")
+                "--max-new-tokens", "20", "--early-stopping", "never")
     assert beams.returncode == 0 and beams.stdout.count("\n---\n") == 1
 
 
@@ -165,6 +165,7 @@ def test_generate_options_json_prompt_file_and_stdin(tiny_model_dir, tmp_path):
     (["--top-p", "0"], "top_p must be > 0"),
     (["--num-beams", "2", "--num-samples", "3"], "num_return_sequences (3) must be <= num_beams"),
     (["--logit-bias", "{oops"], "--logit-bias must be a JSON object"),
+    (["--num-beams", "2", "--early-stopping", "sometimes"], "early_stopping must be true, false or \"never\""),
     (["--prompt-file", "/no/such/prompts.txt"], "--prompt-file"),
 ])
 def test_generate_bad_options_exit_2(tiny_model_dir, args, message):

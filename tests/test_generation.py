@@ -4,7 +4,7 @@ import torch
 
 import lstmgen
 from lstmgen.errors import UserInputError
-from lstmgen.generation import TextAssembler, beam_search
+from lstmgen.generation import TextAssembler, lm_beam_search
 from lstmgen.tokenizers import Tokenizer
 
 
@@ -20,7 +20,7 @@ def greedy(gen, prompt="KING:", n=40, **kw):
 def test_num_beams_1_equals_greedy_and_beams_rank(gen):
     cfg = gen.generation_config.updated(num_beams=1, max_new_tokens=30, temperature=0)
     ids = gen.tokenizer.encode("QUEEN:")
-    (best,) = beam_search(gen.model, ids, cfg)
+    ((best,),) = lm_beam_search(gen.model, [ids], cfg)
     assert best.token_ids == greedy(gen, "QUEEN:", 30).token_ids
     outs = gen.generate("QUEEN:", max_new_tokens=30, num_beams=4, num_return_sequences=3)
     assert len(outs) == 3 and len({o.completion for o in outs}) == 3

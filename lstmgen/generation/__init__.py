@@ -1,5 +1,5 @@
 """Decoding: options, logits processors, the engine (sampling, greedy, beam search) and text assembly."""
-from .beam import beam_search
+from .beam import beam_search, lm_beam_search
 from .blocks import BlockCache
 from .config import GenerationConfig
 from .engine import Row, SamplingDecoder
@@ -9,4 +9,5 @@ from .processors import History, TokenRules, apply_processors, warp
 from .text import GeneratedText, TextAssembler
 
 __all__ = ["BlockCache", "GenerationConfig", "DecoderState", "Row", "SamplingDecoder", "SequenceOutput", "beam_search",
+           "lm_beam_search",
            "prefill", "TextJob", "History", "TokenRules", "apply_processors", "warp", "GeneratedText", "TextAssembler"]

@@ -1,90 +1,216 @@
-"""Beam search for one prompt of the language model, with the engine's logits processors."""
+"""Beam search: one implementation, with Hugging Face transformers' semantics, for every model.
+
+The language model and the encoder-decoder reach it through two functions, as in search.py:
+`step(tokens, state) -> (log_probs (N, V), state)` (tokens is None at the first step, whose log-probs the
+model already has: the LM's prefill, or the decoder fed <s>) and `reorder(state, index) -> state`.
+
+Each source has K = num_beams running beams; rows s*K .. s*K+K-1 are source s's. At every step
+(transformers' `_beam_search`, v4.50 and later):
+
+    acc[k, v]   = running[k] + processed log p(v | beam k)          (processors: Hugging Face's order)
+    candidates  = the 2K best (k, v) by acc                          (sorted, best first)
+    finished    = candidates ending with eos, among the first K only; at the last step (max_new_tokens
+                  or max_time reached) every one of the first K
+    score       = acc / n ** length_penalty, n = tokens generated, eos included
+    hypotheses  = the K best of (hypotheses so far, finished)
+    running     = the K best candidates that did not finish
+
+A source is done when no step can change its hypotheses (transformers' early_stopping):
+- True: K hypotheses have finished;
+- False: K have finished and the best running beam, scored at its present length, is not better than the
+  worst of them (a heuristic: a longer beam may still score better when length_penalty > 0);
+- "never": the same, but a running beam is scored at max_new_tokens when length_penalty > 0 (the
+  canonical search: nothing better is missed).
+Done sources leave the batch. The returned hypotheses are the best num_return_sequences, best first.
+
+Deliberate differences from transformers: a candidate whose score is -inf (every token banned), or that
+continues one of the masked copies the search starts with, never finishes: where fewer hypotheses than
+num_return_sequences finish, the rest come back empty with score -inf (transformers returns filler);
+per-token `logprobs` are the model's (before processors), while `score` sums the processed ones, as
+transformers' `sequences_scores` does.
+"""
 from __future__ import annotations
 
 import time
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
+from torch import Tensor
 
 from ..models import LanguageModel
 from .config import GenerationConfig
-from .prefill import DecoderState, SequenceOutput, prefill
+from .prefill import DecoderState, LSTMState, SequenceOutput, prefill
 from .processors import History, TokenRules, apply_processors
+
+S = TypeVar("S")
+StepFn = Callable[[Optional[Tensor], S], Tuple[Tensor, S]]
+ReorderFn = Callable[[S, Tensor], S]
+
+MASK = -1.0e9  # what transformers adds to a candidate's score to rule it out (the same float arithmetic)
 
 
 @torch.inference_mode()
-def beam_search(model: LanguageModel, prompt: Sequence[int], cfg: GenerationConfig,
-                rules: TokenRules = TokenRules(), state: Optional[DecoderState] = None) -> List[SequenceOutput]:
-    """Beam search for one prompt; the best `num_return_sequences` hypotheses, best first.
+def beam_search(step: StepFn, reorder: ReorderFn, state: S, prefixes: Sequence[Sequence[int]],
+                cfg: GenerationConfig, rules: TokenRules = TokenRules()) -> List[List[SequenceOutput]]:
+    """Beam search for len(prefixes) sources at once.
 
-    A hypothesis scores sum(logprob) / length ** length_penalty. With early_stopping, search ends once
-    num_beams hypotheses have ended with eos; otherwise (and without eos) beams run to max_new_tokens.
+    Args:
+        step: the model's step; called with tokens None first (the log-probs after each prefix).
+        reorder: selects rows of a state (keeps, repeats or drops them).
+        state: one row per source.
+        prefixes: what the processors see before the first new token of each source (the LM's prompt;
+            <s> for the encoder-decoder).
+        cfg: the options (num_beams, length_penalty, early_stopping, eos_token_id, max_new_tokens, max_time,
+            num_return_sequences, and the processors'; the warpers do not apply).
+        rules: token sequences never to produce, DRY's breakers.
+
+    Returns, per source, num_return_sequences outputs, best first; each holds the generated ids (eos
+    included), finish_reason "eos" or "length", score, and per-token logprobs when cfg.logprobs.
     """
-    model.eval()
-    K = cfg.num_beams
-    logits, (h, c) = prefill(model, [prompt], [state] if state else None)
-    state_k = (h.repeat(1, K, 1), c.repeat(1, K, 1))
-    logits = logits.repeat(K, 1)
-    eos_id = cfg.eos_token_id
-    history = History(logits.shape[-1], logits.device)
-    history.add([prompt] * K, cfg, rules, eos_id)
-    beam_scores = torch.full((K,), float("-inf"), device=logits.device)
-    beam_scores[0] = 0.0  # all beams start identical: expand only the first
-    logps: List[List[float]] = [[] for _ in range(K)]
-    finished: List[SequenceOutput] = []
+    B, K = len(prefixes), cfg.num_beams
+    if cfg.max_new_tokens == 0 or B == 0:
+        return [[SequenceOutput([], "length", [] if cfg.logprobs else None, score=0.0)
+                 for _ in range(cfg.num_return_sequences)] for _ in range(B)]
+    search = _Beams(B, K, cfg)
+    state = reorder(state, torch.arange(B).repeat_interleave(K))
+    history: Optional[History] = None
     deadline = time.monotonic() + cfg.max_time if cfg.max_time else None
-
-    def score(total: float, length: int) -> float:
-        return total / max(length, 1) ** cfg.length_penalty
-
-    tokens = torch.empty(0, dtype=torch.long)  # the beams' last tokens, fed at the next step
+    tokens: Optional[Tensor] = None
     for t in range(cfg.max_new_tokens):
-        if t:
-            out, state_k = model.step(tokens, state_k)
-            logits = out.float()
-        scores = logits.log_softmax(-1)
-        scores = apply_processors(scores, history)
-        V = scores.shape[-1]
-        cand = (beam_scores[:, None] + scores).view(-1)
-        top_scores, top_idx = cand.topk(min(2 * K, cand.numel()))
-        keep_beam, keep_tok, keep_score = [], [], []
-        for s, i in zip(top_scores.tolist(), top_idx.tolist()):
-            if s == float("-inf"):
-                break
-            beam, tok = divmod(i, V)
-            step_lp = float(scores[beam, tok])
-            if tok == eos_id and t + 1 > cfg.min_new_tokens:
-                ids = history.tokens[beam][history.prompt_lens[beam]:] + [tok]
-                finished.append(SequenceOutput(ids, "eos", logps[beam] + [step_lp], score=score(s, len(ids))))
-                continue
-            keep_beam.append(beam)
-            keep_tok.append(tok)
-            keep_score.append(s)
-            if len(keep_beam) == K:
-                break
-        if not keep_beam or (cfg.early_stopping and len(finished) >= K) or \
-                (deadline is not None and time.monotonic() > deadline):
+        logp, state = step(tokens, state)
+        logp = logp.float()
+        if history is None:
+            history = History(logp.shape[-1], logp.device)
+            history.add([list(prefixes[b]) for b in range(B) for _ in range(K)], cfg, rules, cfg.eos_token_id)
+        scores = apply_processors(logp.clone(), history) if history.has_processors else logp
+        last = t + 1 == cfg.max_new_tokens or (deadline is not None and time.monotonic() > deadline)
+        rows = search.advance(logp, scores, t, last)
+        if rows is None:
             break
-        while len(keep_beam) < K:  # fewer live candidates than beams: pad with dead copies
-            keep_beam.append(keep_beam[0])
-            keep_tok.append(keep_tok[0])
-            keep_score.append(float("-inf"))
-        idx = torch.tensor(keep_beam, device=logits.device)
-        tokens = torch.tensor(keep_tok, device=logits.device)
-        logps = [logps[b] + [float(scores[b, tk])] for b, tk in zip(keep_beam, keep_tok)]
-        history.keep(keep_beam)
+        index = torch.tensor(rows, device=logp.device)
+        state = reorder(state, index)
+        history.keep(rows)
+        tokens = torch.tensor(search.tokens, device=logp.device)
         history.append(tokens)
-        state_k = (state_k[0][:, idx], state_k[1][:, idx])
-        beam_scores = torch.tensor(keep_score, device=logits.device)
-    for b in range(K):
-        if beam_scores[b] > float("-inf"):
-            ids = history.tokens[b][history.prompt_lens[b]:]
-            if ids:
-                finished.append(SequenceOutput(ids, "length", logps[b], score=score(float(beam_scores[b]), len(ids))))
-    if not finished:  # no step ran (max_new_tokens 0, or max_time spent first): the empty continuation
-        finished = [SequenceOutput([], "length", [], score=0.0) for _ in range(cfg.num_return_sequences)]
-    finished.sort(key=lambda o: o.score, reverse=True)
-    best = finished[: cfg.num_return_sequences]
-    for o in best:
-        o.logprobs = o.logprobs if cfg.logprobs else None
-    return best
+    return search.results()
+
+
+@torch.inference_mode()
+def lm_beam_search(model: LanguageModel, prompts: Sequence[Sequence[int]], cfg: GenerationConfig,
+                   rules: TokenRules = TokenRules(),
+                   states: Optional[Sequence[Optional[DecoderState]]] = None) -> List[List[SequenceOutput]]:
+    """Beam search for the language model: every prompt (each continuing its state, if any) prefilled
+    once, then all prompts' beams stepped as one batch. Returns per prompt what beam_search returns."""
+    model.eval()
+    logits, state = prefill(model, prompts, states)
+
+    def step(tokens: Optional[Tensor], st: LSTMState) -> Tuple[Tensor, LSTMState]:
+        if tokens is None:  # the prompts' own next-token log-probs, repeated for each source's beams
+            return logits.float().log_softmax(-1).repeat_interleave(cfg.num_beams, 0), st
+        out, st = model.step(tokens, st)
+        return out.float().log_softmax(-1), st
+
+    def reorder(st: LSTMState, index: Tensor) -> LSTMState:
+        index = index.to(st[0].device)
+        return st[0][:, index], st[1][:, index]
+
+    return beam_search(step, reorder, state, prompts, cfg, rules)
+
+
+class _Beams:
+    """The bookkeeping of beam search for B sources (see the module docstring): running beams, finished
+    hypotheses, which sources are done. Scores are computed with the same tensor operations as
+    transformers', so that equal inputs give equal choices, ties included."""
+
+    def __init__(self, B: int, K: int, cfg: GenerationConfig) -> None:
+        self.K, self.cfg = K, cfg
+        self.live = torch.arange(B)  # the source of each block of K running rows
+        self.running = torch.zeros(B, K)  # (live, K) the running beams' scores
+        self.running[:, 1:] = MASK  # all beams start identical: expand only the first
+        self.seqs: List[List[int]] = [[] for _ in range(B * K)]  # per running row: generated ids, logprobs
+        self.lps: List[List[float]] = [[] for _ in range(B * K)]
+        self.tokens: List[int] = []  # the running rows' last tokens, fed at the next step
+        self.hyp_scores = torch.full((B, K), MASK)  # per source, K slots of finished hypotheses, best first
+        self.hyp_real = torch.zeros(B, K, dtype=torch.bool)  # which slots hold one
+        self.hyps: List[List[Optional[SequenceOutput]]] = [[None] * K for _ in range(B)]
+
+    def advance(self, logp: Tensor, scores: Tensor, t: int, last: bool) -> Optional[List[int]]:
+        """Take step t's log-probs (raw and processed, one row per running beam): update the hypotheses
+        and return the rows the next step continues (None: every source is done)."""
+        K, cfg, n, V = self.K, self.cfg, len(self.live), scores.shape[-1]
+        acc = (scores.view(n, K, V) + self.running.to(scores.device)[:, :, None]).reshape(n, K * V)
+        top_s, top_i = acc.topk(min(2 * K, K * V), dim=-1)
+        top_lp = logp.reshape(n, K * V).gather(-1, top_i).cpu()
+        top_s, top_i = top_s.cpu(), top_i.cpu()
+        parent, tok = top_i // V, top_i % V
+        if last:  # transformers' MaxLength / MaxTime criteria: every candidate ends here
+            hits = torch.ones_like(tok, dtype=torch.bool)
+        else:
+            hits = tok == (cfg.eos_token_id if cfg.eos_token_id is not None else -1)
+        just = hits.clone()
+        just[:, K:] = False  # only the first K candidates may finish
+        normed = top_s / ((t + 1) ** cfg.length_penalty) + (~just).to(torch.float32) * MASK
+        merged_scores = torch.cat([self.hyp_scores[self.live], normed], dim=1)
+        slots = merged_scores.topk(K, dim=-1).indices
+        self.hyp_scores[self.live] = merged_scores.gather(-1, slots)
+        self.hyp_real[self.live] = torch.cat([self.hyp_real[self.live], just], dim=1).gather(-1, slots)
+        for j, s in enumerate(self.live.tolist()):
+            old = self.hyps[s]
+            # a candidate of a masked beam (every token banned, or a start copy) is filler, not a hypothesis
+            self.hyps[s] = [old[m] if m < K else self._finished(j, m - K, parent, tok, top_lp, normed)
+                            if just[j, m - K] and top_s[j, m - K] > MASK / 2 else None for m in slots[j].tolist()]
+        if last:
+            return None
+        # the next step's running beams: the K best candidates that did not finish
+        run_s = top_s + hits.to(torch.float32) * MASK
+        pick = run_s.topk(K, dim=-1).indices
+        running = run_s.gather(-1, pick)
+        keep = (~self._done(running, t + 1)).nonzero().view(-1)
+        if not len(keep):
+            return None
+        rows, seqs, lps, self.tokens = [], [], [], []
+        for j in keep.tolist():
+            for c in pick[j].tolist():
+                r = j * K + int(parent[j, c])
+                rows.append(r)
+                self.tokens.append(int(tok[j, c]))
+                seqs.append(self.seqs[r] + [self.tokens[-1]])
+                lps.append(self.lps[r] + [float(top_lp[j, c])])
+        self.seqs, self.lps = seqs, lps
+        self.running, self.live = running[keep], self.live[keep]
+        return rows
+
+    def _finished(self, j: int, c: int, parent: Tensor, tok: Tensor, top_lp: Tensor,
+                  normed: Tensor) -> SequenceOutput:
+        """The hypothesis that candidate c of live source j ends."""
+        r = j * self.K + int(parent[j, c])
+        ids = self.seqs[r] + [int(tok[j, c])]
+        reason = "eos" if ids[-1] == self.cfg.eos_token_id else "length"
+        return SequenceOutput(ids, reason, self.lps[r] + [float(top_lp[j, c])], score=float(normed[j, c]))
+
+    def _done(self, running: Tensor, generated: int) -> Tensor:
+        """Per live source, whether no later step can change its hypotheses (transformers'
+        `_check_early_stop_heuristic` and `_beam_search_has_unfinished_sequences`); also where no running
+        beam is left that may finish (every token banned)."""
+        cfg = self.cfg
+        real, scores = self.hyp_real[self.live], self.hyp_scores[self.live]
+        stuck = running[:, 0] <= MASK / 2
+        if cfg.early_stopping is True:
+            return real.all(-1) | stuck
+        length = cfg.max_new_tokens if cfg.early_stopping == "never" and cfg.length_penalty > 0 else generated
+        best_possible = running[:, :1] / (length ** cfg.length_penalty)
+        worst = torch.where(real, scores.min(-1, keepdim=True).values, torch.tensor(MASK))
+        return ~(best_possible > worst).any(-1) | stuck
+
+    def results(self) -> List[List[SequenceOutput]]:
+        """Per source, the best num_return_sequences hypotheses, best first."""
+        out = []
+        for hyps in self.hyps:
+            n = self.cfg.num_return_sequences
+            best = [h for h in hyps if h is not None][:n]
+            for h in best:
+                h.logprobs = h.logprobs if self.cfg.logprobs else None
+            # fewer hypotheses than asked for (every token banned): the rest are empty, scored -inf
+            out.append(best + [SequenceOutput([], "length", [] if self.cfg.logprobs else None, score=float("-inf"))
+                               for _ in range(n - len(best))])
+        return out

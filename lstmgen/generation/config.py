@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 from ..errors import UserInputError, check_range
 from ..serial import JSONConfig
@@ -37,8 +37,13 @@ class GenerationConfig(JSONConfig):
         bad_words: strings that must not appear in the output (banned as token sequences).
         logit_bias: token id -> value added to its logit (OpenAI semantics; ids may be given as strings).
         num_beams: beam search with this many beams (1: sampling or greedy).
-        length_penalty: beam scores are sum(logprob) / length ** length_penalty.
-        early_stopping: beam search ends once num_beams hypotheses have finished.
+        length_penalty: beam scores are sum(logprob) / length ** length_penalty (the generated length, eos
+            included; > 0 favours longer sequences).
+        early_stopping: when beam search ends, as in Hugging Face: True, once num_beams hypotheses have
+            finished; False, once they have and the best running beam, scored at its present length, is no
+            better than the worst of them; "never", the same with the running beam scored at max_new_tokens
+            when length_penalty > 0 (the canonical search). lstmgen's default is True (Hugging Face's is
+            False; most of its seq2seq checkpoints set True).
         num_return_sequences: sequences returned per prompt (<= num_beams in beam search).
         stop: strings that end the output; the text ends just before the first one.
         max_time: seconds after which generation stops (finish_reason "length").
@@ -70,7 +75,7 @@ class GenerationConfig(JSONConfig):
     logit_bias: Dict[int, float] = field(default_factory=dict)
     num_beams: int = 1
     length_penalty: float = 1.0
-    early_stopping: bool = True
+    early_stopping: Union[bool, str] = True
     num_return_sequences: int = 1
     stop: List[str] = field(default_factory=list)
     max_time: Optional[float] = None
@@ -110,6 +115,10 @@ class GenerationConfig(JSONConfig):
         check_range("num_return_sequences", self.num_return_sequences, 1)
         check_range("max_time", self.max_time, 0.0, low_open=True)
         check_range("top_logprobs", self.top_logprobs, 0, 20)
+        if isinstance(self.early_stopping, str) and self.early_stopping.lower() in ("true", "false"):
+            self.early_stopping = self.early_stopping.lower() == "true"  # as written on a command line
+        if not (isinstance(self.early_stopping, bool) or self.early_stopping == "never"):
+            raise UserInputError(f"early_stopping must be true, false or \"never\", got {self.early_stopping!r}")
         if self.num_beams > 1 and self.num_return_sequences > self.num_beams:
             raise UserInputError(f"num_return_sequences ({self.num_return_sequences}) must be <= num_beams "
                                  f"({self.num_beams}) in beam search")

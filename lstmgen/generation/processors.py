@@ -5,7 +5,7 @@ lives in a per-row tensor and each processor is one batched tensor operation; a 
 costs nothing. `History` holds each row's tokens (prompt and generated) and options; it is kept
 incrementally, so no processor rescans the text at each step. Processors (penalties, bias, bans) run
 in Hugging Face's order and serve sampling and beam search; warpers (temperature, top-k, top-p,
-typical-p, min-p) reshape the distribution for sampling only.
+min-p, typical-p) reshape the distribution for sampling only.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class RowParams:
     temperature: Tensor  # (B, 1); 1 for greedy rows (they take the argmax before any warping)
     top_k: Tensor  # (B,) long; 0: off
     top_k_max: int  # the largest top_k of any row (known here, so warping never asks the device)
-    top_p: Tensor  # (B, 1); inf: off
+    top_p_drop: Tensor  # (B, 1) 1 - top_p: the least likely tokens whose mass stays within it go; -inf: off
     typical_p: Tensor  # (B, 1); inf: off
     min_p: Tensor  # (B, 1); 0: off
     repetition: Tensor  # (B, 1); 1: off
@@ -213,7 +213,7 @@ class History:
             temperature=col([1.0 if c.greedy else c.temperature for c in cfgs]),
             top_k=per_row([c.top_k or 0 for c in cfgs], torch.long),
             top_k_max=self.V if any(not c.top_k for c in cfgs) else max((c.top_k for c in cfgs), default=0),
-            top_p=col([c.top_p if c.top_p < 1.0 else inf for c in cfgs]),
+            top_p_drop=col([1 - c.top_p if c.top_p < 1.0 else -inf for c in cfgs]),
             typical_p=col([c.typical_p if c.typical_p < 1.0 else inf for c in cfgs]),
             min_p=col([c.min_p for c in cfgs]),
             repetition=col([c.repetition_penalty for c in cfgs]),
@@ -241,8 +241,12 @@ class History:
 
 # -- processors ------------------------------------------------------------------------------------------
 def apply_processors(logits: Tensor, h: History) -> Tensor:
-    """Penalties, bias and bans for every row, in Hugging Face's order; may write into `logits`."""
+    """Bias, penalties and bans for every row, in Hugging Face's order (logit_bias as its sequence_bias,
+    repetition penalty, no-repeat n-grams, bad words, min_new_tokens; OpenAI's presence and frequency
+    penalties and DRY, which it lacks, after the repetition penalty); may write into `logits`."""
     P = h.params
+    if P.bias is not None:
+        logits = logits + P.bias
     if h.seen is not None:
         # CTRL's repetition penalty (Keskar et al. 2019) on every token already in the text, prompt
         # included; then OpenAI's presence/frequency penalties over the generated tokens.
@@ -254,8 +258,6 @@ def apply_processors(logits: Tensor, h: History) -> Tensor:
             toks, pens = dry_penalties(h.tokens[b], cfg, h.breakers[b])
             if len(toks):
                 logits[b, torch.from_numpy(toks).to(logits.device)] -= torch.from_numpy(pens).to(logits)
-    if P.bias is not None:
-        logits = logits + P.bias
     for b, cfg in enumerate(h.cfgs):
         n, toks = cfg.no_repeat_ngram_size, h.tokens[b]
         if n and len(toks) >= n - 1:  # ban every token that would complete an n-gram already in the text
@@ -320,37 +322,33 @@ def dry_penalties(tokens: Sequence[int], cfg: GenerationConfig,
 
 # -- warpers (sampling) ----------------------------------------------------------------------------------
 def warp(logits: Tensor, P: RowParams) -> Tensor:
-    """Temperature, top-k, top-p (Holtzman et al. 2020), typical-p (Meister et al. 2022), min-p, with
-    the rows' options `P` (History.params)."""
+    """Temperature, top-k, top-p (Holtzman et al. 2020), min-p, typical-p (Meister et al. 2022) with the
+    rows' options `P` (History.params): Hugging Face's warpers, in its order and with its arithmetic, so
+    that a row's choices, ties at every cut-off included, are transformers' for the same logits."""
     if P.use_temperature:
         logits = logits / P.temperature
-    if P.use_top_k:
+    if P.use_top_k:  # ties with the k-th are kept
         k = torch.where(P.top_k > 0, P.top_k, logits.shape[-1]).clamp(max=logits.shape[-1])
         top = torch.topk(logits, min(P.top_k_max, logits.shape[-1]), dim=-1).values
         kth = top.gather(-1, k[:, None] - 1)
         logits = logits.masked_fill(logits < kth, NEG_INF)
-    if P.use_top_p:
-        logits = _keep_sorted_mass(logits, logits, P.top_p)
-    if P.use_typical_p:
-        logp = logits.log_softmax(-1)
-        entropy = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1, keepdim=True)
-        surprise_gap = (-logp - entropy).abs()  # distance from the expected information content
-        logits = _keep_sorted_mass(logits, -surprise_gap, P.typical_p)
+    if P.use_top_p:  # from the least likely up: drop while the dropped mass stays <= 1 - top_p
+        low, order = torch.sort(logits, descending=False)
+        drop = low.softmax(-1).cumsum(-1) <= P.top_p_drop
+        drop[..., -1] = False  # the most likely token always stays
+        logits = logits.masked_fill(drop.scatter(1, order, drop), NEG_INF)
     if P.use_min_p:
         probs = logits.softmax(-1)
-        logits = logits.masked_fill(probs < P.min_p * probs.max(-1, keepdim=True).values, NEG_INF)
+        logits = logits.masked_fill(probs < P.min_p * probs.amax(-1, keepdim=True), NEG_INF)
+    if P.use_typical_p:  # keep the tokens nearest the entropy until their mass reaches typical_p, and ties
+        logp = logits.log_softmax(-1)
+        entropy = -(logp * logp.exp()).nansum(-1, keepdim=True)
+        gap, order = torch.sort((-logp - entropy).abs(), descending=False)
+        last = (logits.gather(-1, order).softmax(-1).cumsum(-1) < P.typical_p).sum(-1, keepdim=True)
+        drop = gap > gap.gather(-1, last.clamp_(max=gap.shape[-1] - 1))
+        drop[..., 0] = False
+        logits = logits.masked_fill(drop.scatter(1, order, drop), NEG_INF)
     return logits
-
-
-def _keep_sorted_mass(logits: Tensor, key: Tensor, mass: Tensor) -> Tensor:
-    """Keep the tokens with the largest `key` until their probability reaches `mass` (B, 1) (at least one;
-    a mass of inf keeps every token)."""
-    order = torch.argsort(key, dim=-1, descending=True)
-    probs = logits.softmax(-1).gather(-1, order)
-    drop_sorted = probs.cumsum(-1) - probs >= mass  # the tokens before it already reach the mass
-    drop_sorted[..., 0] = False  # the first always stays (a mass that underflows float32 must not drop it)
-    drop = drop_sorted.scatter(-1, order, drop_sorted)
-    return logits.masked_fill(drop, NEG_INF)
 
 
 def sample(probs: Tensor, uniforms: Tensor) -> Tensor:

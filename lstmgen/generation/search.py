@@ -1,4 +1,5 @@
-"""Batched search over any step function: greedy, sampling and beam search for a batch of sources at once.
+"""Batched search over any step function: greedy and sampling for a batch of sources at once, and beam
+search (beam.py) through the same two functions.
 
 The sequence-to-sequence decoder has more state than (h, c) (the encoder's memory, input feeding,
 coverage), so search here knows the model only through two functions, as fairseq's incremental decoding
@@ -16,6 +17,7 @@ from typing import Callable, List, Optional, Tuple, TypeVar
 import torch
 from torch import Tensor
 
+from .beam import beam_search
 from .config import GenerationConfig
 from .prefill import SequenceOutput
 from .processors import History, TokenRules, apply_processors, sample, warp
@@ -43,7 +45,10 @@ def search(step: StepFn, reorder: ReorderFn, state: S, batch_size: int, cfg: Gen
     Returns, per source, num_return_sequences outputs (the best first for beam search).
     """
     if cfg.num_beams > 1:
-        return _beam(step, reorder, state, batch_size, cfg, bos_id, rules, device)
+        bos = torch.full((batch_size * cfg.num_beams,), bos_id, dtype=torch.long, device=device)
+        return beam_search(lambda tokens, st: step(bos if tokens is None else tokens, st),
+                           lambda st, index: reorder(st, index.to(bos.device)), state, [[bos_id]] * batch_size,
+                           cfg, rules)
     return _sample(step, reorder, state, batch_size, cfg, bos_id, rules, device)
 
 
@@ -89,91 +94,3 @@ def _sample(step, reorder, state, B: int, cfg: GenerationConfig, bos_id: int, ru
             alive = [alive[r] for r in keep]
         tokens = new
     return [outs[b * n:(b + 1) * n] for b in range(B)]
-
-
-def _beam(step, reorder, state, B: int, cfg: GenerationConfig, bos_id: int, rules: TokenRules, device):
-    """Beam search for every source at once: rows b*K .. b*K+K-1 are source b's beams.
-
-    A hypothesis scores sum(logprob) / length ** length_penalty. A source is done when num_beams
-    hypotheses have ended with eos (early_stopping) or none is left; done sources leave the batch.
-    """
-    K = cfg.num_beams
-    state = reorder(state, torch.arange(B, device=device).repeat_interleave(K))
-    tokens = torch.full((B * K,), bos_id, dtype=torch.long, device=device)
-    scores_k = torch.zeros(B, K, device=device)
-    scores_k[:, 1:] = float("-inf")  # all beams start identical: expand only the first
-    sources = list(range(B))  # the source of each block of K rows
-    finished: List[List[SequenceOutput]] = [[] for _ in range(B)]
-    seqs: List[List[int]] = [[] for _ in range(B * K)]
-    logps: List[List[float]] = [[] for _ in range(B * K)]
-    history: Optional[History] = None
-
-    def score(total: float, length: int) -> float:
-        return total / max(length, 1) ** cfg.length_penalty
-
-    for t in range(cfg.max_new_tokens):
-        logp, state = step(tokens, state)
-        if history is None:
-            history = History(logp.shape[-1], logp.device)
-            history.add([[bos_id]] * (B * K), cfg, rules, cfg.eos_token_id)
-        scores = apply_processors(logp.clone(), history) if history.has_processors else logp
-        V = scores.shape[-1]
-        cand = (scores_k.view(-1, 1) + scores).view(len(sources), K * V)
-        top_s, top_i = cand.topk(min(2 * K, K * V), dim=-1)
-        step_lp = logp.view(len(sources), K * V).gather(-1, top_i)
-        rows, toks, lps, new_scores, live = [], [], [], [], []
-        for j, b in enumerate(sources):
-            kept = 0
-            for s, i, lp in zip(top_s[j].tolist(), top_i[j].tolist(), step_lp[j].tolist()):
-                if s == float("-inf"):
-                    break
-                beam, tok = divmod(i, V)
-                r = j * K + beam
-                if tok == cfg.eos_token_id:
-                    ids = seqs[r] + [tok]
-                    finished[b].append(SequenceOutput(ids, "eos", logps[r] + [lp], score=score(s, len(ids))))
-                    continue
-                rows.append(r)
-                toks.append(tok)
-                lps.append(lp)
-                new_scores.append(s)
-                kept += 1
-                if kept == K:
-                    break
-            done = kept == 0 or (cfg.early_stopping and len(finished[b]) >= K)
-            if done:
-                for lst in (rows, toks, lps, new_scores):
-                    del lst[len(lst) - kept:]
-                continue
-            while kept < K:  # fewer live candidates than beams: pad with dead copies
-                rows.append(rows[-1])
-                toks.append(toks[-1])
-                lps.append(lps[-1])
-                new_scores.append(float("-inf"))
-                kept += 1
-            live.append(b)
-        if not live:
-            sources = []
-            break
-        seqs = [seqs[r] + [tk] for r, tk in zip(rows, toks)]
-        logps = [logps[r] + [lp] for r, lp in zip(rows, lps)]
-        idx = torch.tensor(rows, device=logp.device)
-        state = reorder(state, idx)
-        history.keep(rows)
-        tokens = torch.tensor(toks, device=logp.device)
-        history.append(tokens)
-        scores_k = torch.tensor(new_scores, device=logp.device).view(len(live), K)
-        sources = live
-    for j, b in enumerate(sources):  # beams still running at max_new_tokens
-        for k in range(K):
-            s = float(scores_k[j, k])
-            if s > float("-inf") and seqs[j * K + k]:
-                r = j * K + k
-                finished[b].append(SequenceOutput(seqs[r], "length", logps[r], score=score(s, len(seqs[r]))))
-    out = []
-    for b in range(B):
-        best = sorted(finished[b], key=lambda o: o.score, reverse=True)[:cfg.num_return_sequences]
-        for o in best:
-            o.logprobs = o.logprobs if cfg.logprobs else None
-        out.append(best)
-    return out

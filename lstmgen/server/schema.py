@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -54,6 +54,7 @@ class CompletionRequest(Strict):
     dry_sequence_breakers: Optional[List[str]] = None
     num_beams: Optional[int] = Field(None, ge=1)
     length_penalty: Optional[float] = None
+    early_stopping: Optional[Union[bool, Literal["never"]]] = None  # transformers' meanings (GenerationConfig)
     min_tokens: Optional[int] = Field(None, ge=0)
     bad_words: Optional[List[str]] = None
 
@@ -68,7 +69,7 @@ class CompletionRequest(Strict):
             no_repeat_ngram_size=self.no_repeat_ngram_size, num_beams=self.num_beams,
             dry_multiplier=self.dry_multiplier, dry_base=self.dry_base, dry_allowed_length=self.dry_allowed_length,
             dry_penalty_last_n=self.dry_penalty_last_n, dry_sequence_breakers=self.dry_sequence_breakers,
-            length_penalty=self.length_penalty, min_new_tokens=self.min_tokens, bad_words=self.bad_words,
+            length_penalty=self.length_penalty, early_stopping=self.early_stopping, min_new_tokens=self.min_tokens, bad_words=self.bad_words,
             logprobs=self.logprobs is not None or None, top_logprobs=self.logprobs or None,
         ).items() if v is not None}
 
