@@ -11,10 +11,13 @@ A 3-layer, 512-unit character LM with random weights (the speed does not depend 
   pure replay).
 - batch 64: tokens/s against the compute bound: the same gate products done as plain batched matrix
   multiplies of 64 rows.
+- beam search (--beams K over --beam-prompts P prompts, no eos, so every beam runs to the end): beam rows
+  stepped per second (P x K x tokens / time) against the bound at batch P x K: what the search's
+  bookkeeping (candidates, hypotheses, reordering the state) costs beyond the LSTM steps.
 
 Also a per-token torch.nn.LSTM loop and an nn.LSTMCell loop, the way such loops are usually written.
 
-    python benchmarks/generate.py [--tokens 400] [--repeats 3]
+    python benchmarks/generate.py [--tokens 400] [--repeats 3] [--beams 4 --beam-prompts 1 16]
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from typing import Callable, List
 import torch
 
 import lstmgen
-from lstmgen.generation import GenerationConfig, SamplingDecoder
+from lstmgen.generation import GenerationConfig, SamplingDecoder, lm_beam_search
 from lstmgen.models import LanguageModel, LMConfig
 from lstmgen.pipelines import TextGenerator
 from lstmgen.training import pick_device
@@ -82,6 +85,14 @@ def ours(model: LanguageModel, batch: int, steps: int, repeats: int, device, dec
             dec.advance()
 
     return batch * steps / best_time(run, repeats, device)
+
+
+@torch.inference_mode()
+def beam(model: LanguageModel, prompts: int, beams: int, steps: int, repeats: int, device) -> float:
+    """lstmgen's beam search (generation/beam.py): beam rows stepped per second."""
+    cfg = GenerationConfig(max_new_tokens=steps, num_beams=beams, temperature=0)
+    ids = [[1, 2, 3 + i] for i in range(prompts)]
+    return prompts * beams * steps / best_time(lambda: lm_beam_search(model, ids, cfg), repeats, device)
 
 
 @torch.inference_mode()
@@ -194,6 +205,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=400)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batches", type=int, nargs="*", default=[1, 64])
+    ap.add_argument("--beams", type=int, default=4, help="beam search with this many beams (0: not measured)")
+    ap.add_argument("--beam-prompts", type=int, nargs="*", default=[1, 16])
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                     help="the weights' type (bfloat16: the model cast as a user would, bounds in the same type)")
     args = ap.parse_args()
@@ -232,6 +245,15 @@ def main() -> None:
                 texts = host_share(batch, args.tokens, args.repeats, us, text=True)
                 print(f"  with blocks of {us:.1f} us a step emulated on this machine's CPU: {ids:,.0f} tok/s "
                       f"(ids), {texts:,.0f} tok/s through generate() (texts)", flush=True)
+    if args.beams:
+        print(f"\n| beam search | bound tok/s | beam rows tok/s | beam / bound |\n| --- | --- | --- | --- |")
+        for prompts in args.beam_prompts:
+            rows = prompts * args.beams
+            b = o = 0.0
+            for _ in range(args.repeats):  # interleaved, best of each
+                b = max(b, bound(model, rows, args.tokens, 1, device))
+                o = max(o, beam(model, prompts, args.beams, args.tokens, 1, device))
+            print(f"| {prompts} x {args.beams} beams | {b:,.0f} | {o:,.0f} | {o / b:.2f} |", flush=True)
 
 
 def replay_only(dec: SamplingDecoder, batch: int, repeats: int, device) -> float:
