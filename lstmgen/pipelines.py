@@ -24,15 +24,14 @@ from .folder import (
     save_folder,
 )
 from .generation import (
+    BeamJob,
     BlockCache,
     DecoderState,
     GeneratedText,
     GenerationConfig,
     SamplingDecoder,
-    TextAssembler,
     TextJob,
     TokenRules,
-    lm_beam_search,
 )
 from .models import LanguageModel, LMConfig
 from .tokenizers import Tokenizer
@@ -208,7 +207,10 @@ class TextGenerator:
             return []
         n, given = cfg.num_return_sequences, given or [None] * len(prompts)
         if cfg.num_beams > 1:
-            results = self._beam(prompts, cfg, rules, state, given)
+            job = self.new_beam_job(prompts, options, [state] * len(prompts), given)
+            while job.step():
+                pass
+            results = job.results()
         else:
             rows = [(p, g) for p, g in zip(prompts, given) for _ in range(n)]
             with self._decoder() as decoder:
@@ -218,23 +220,22 @@ class TextGenerator:
                 results = job.results()
         return results[0] if one and n == 1 else results
 
-    def _beam(self, prompts: List[str], cfg: GenerationConfig, rules: TokenRules, state,
-              given: List[Optional[List[int]]]) -> List[GeneratedText]:
-        ids = [self._prompt_ids(p, state, g) for p, g in zip(prompts, given)]
-        out = []
-        for prompt, p_ids, outs in zip(prompts, ids, lm_beam_search(self.model, ids, cfg, rules,
-                                                                     [state] * len(prompts))):
-            anchor = p_ids[-1] if p_ids else state.pending[-1]
-            for o in outs:
-                asm = TextAssembler(self.tokenizer, anchor, cfg.stop)
-                for i, tok in enumerate(o.token_ids):
-                    asm.push(tok, check_stop=i + 1 > cfg.min_new_tokens)
-                    if asm.stopped:
-                        o.finish_reason = "stop"
-                        break
-                out.append(GeneratedText(prompt, asm.text(), o.token_ids, o.finish_reason, o.logprobs, None,
-                                         o.score))
-        return out
+    def new_beam_job(self, prompts: List[str], options: dict, states: Optional[List[Optional[DecoderState]]] = None,
+                     prompt_ids: Optional[List[Optional[List[int]]]] = None) -> BeamJob:
+        """Beam search for `prompts` (num_beams > 1), prefilled and ready to step: the server steps it
+        between its batch steps, generate() to the end.
+
+        Args:
+            prompts: the texts to continue.
+            options: GenerationConfig fields.
+            states: per-prompt states to continue from.
+            prompt_ids: the prompts' token ids, used as given (default: the texts encoded).
+        """
+        cfg, rules = self._setup(options)
+        states = states or [None] * len(prompts)
+        given = prompt_ids or [None] * len(prompts)
+        ids = [self._prompt_ids(p, s, g) for p, s, g in zip(prompts, states, given)]
+        return BeamJob(self.model, self.tokenizer, prompts, ids, cfg, rules, states)
 
     @torch.inference_mode()
     def score(self, text: Union[str, List[int]]) -> Tuple[List[int], List[Optional[float]]]:

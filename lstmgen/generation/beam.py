@@ -49,10 +49,9 @@ ReorderFn = Callable[[S, Tensor], S]
 MASK = -1.0e9  # what transformers adds to a candidate's score to rule it out (the same float arithmetic)
 
 
-@torch.inference_mode()
 def beam_search(step: StepFn, reorder: ReorderFn, state: S, prefixes: Sequence[Sequence[int]],
                 cfg: GenerationConfig, rules: TokenRules = TokenRules()) -> List[List[SequenceOutput]]:
-    """Beam search for len(prefixes) sources at once.
+    """Beam search for len(prefixes) sources at once, run to the end (BeamSearch step by step).
 
     Args:
         step: the model's step; called with tokens None first (the log-probs after each prefix).
@@ -67,40 +66,91 @@ def beam_search(step: StepFn, reorder: ReorderFn, state: S, prefixes: Sequence[S
     Returns, per source, num_return_sequences outputs, best first; each holds the generated ids (eos
     included), finish_reason "eos" or "length", score, and per-token logprobs when cfg.logprobs.
     """
-    B, K = len(prefixes), cfg.num_beams
-    if cfg.max_new_tokens == 0 or B == 0:
-        return [[SequenceOutput([], "length", [] if cfg.logprobs else None, score=0.0)
-                 for _ in range(cfg.num_return_sequences)] for _ in range(B)]
-    search = _Beams(B, K, cfg)
-    state = reorder(state, torch.arange(B).repeat_interleave(K))
-    history: Optional[History] = None
-    deadline = time.monotonic() + cfg.max_time if cfg.max_time else None
-    tokens: Optional[Tensor] = None
-    for t in range(cfg.max_new_tokens):
-        logp, state = step(tokens, state)
-        logp = logp.float()
-        if history is None:
-            history = History(logp.shape[-1], logp.device)
-            history.add([list(prefixes[b]) for b in range(B) for _ in range(K)], cfg, rules, cfg.eos_token_id)
-        scores = apply_processors(logp.clone(), history) if history.has_processors else logp
-        last = t + 1 == cfg.max_new_tokens or (deadline is not None and time.monotonic() > deadline)
-        rows = search.advance(logp, scores, t, last)
-        if rows is None:
-            break
-        index = torch.tensor(rows, device=logp.device)
-        state = reorder(state, index)
-        history.keep(rows)
-        tokens = torch.tensor(search.tokens, device=logp.device)
-        history.append(tokens)
+    search = BeamSearch(step, reorder, state, prefixes, cfg, rules)
+    while search.step():
+        pass
     return search.results()
 
 
-@torch.inference_mode()
+class BeamSearch:
+    """Beam search one step at a time (the arguments are beam_search's): `step()` runs one model step for
+    every live source, so that a caller (the server's engine) can interleave it with other work, and
+    `finish()` makes the next step the last, as max_time does (its candidates become hypotheses)."""
+
+    def __init__(self, step: StepFn, reorder: ReorderFn, state: S, prefixes: Sequence[Sequence[int]],
+                 cfg: GenerationConfig, rules: TokenRules = TokenRules()) -> None:
+        B = len(prefixes)
+        self.model_step, self.reorder, self.prefixes, self.cfg, self.rules = step, reorder, prefixes, cfg, rules
+        self.beams = _Beams(B, cfg.num_beams, cfg)
+        self.state = reorder(state, torch.arange(B).repeat_interleave(cfg.num_beams)) if B else state
+        self.history: Optional[History] = None
+        self.deadline = time.monotonic() + cfg.max_time if cfg.max_time else None
+        self.tokens: Optional[Tensor] = None
+        self.t = 0
+        self.done = cfg.max_new_tokens == 0 or B == 0
+        self.last = False
+
+    @property
+    def rows(self) -> int:
+        """Rows the next step runs (live sources x num_beams)."""
+        return 0 if self.done else len(self.beams.live) * self.cfg.num_beams
+
+    def finish(self) -> None:
+        """End at the next step: its candidates are hypotheses, as at max_new_tokens."""
+        self.last = True
+
+    @torch.inference_mode()
+    def step(self) -> bool:
+        """One step of every live source; False once the search is over."""
+        if self.done:
+            return False
+        cfg = self.cfg
+        logp, self.state = self.model_step(self.tokens, self.state)
+        logp = logp.float()
+        if self.history is None:
+            self.history = History(logp.shape[-1], logp.device)
+            self.history.add([list(p) for p in self.prefixes for _ in range(cfg.num_beams)], cfg, self.rules,
+                             cfg.eos_token_id)
+        h = self.history
+        scores = apply_processors(logp.clone(), h) if h.has_processors else logp
+        last = self.last or self.t + 1 == cfg.max_new_tokens or \
+            (self.deadline is not None and time.monotonic() > self.deadline)
+        rows = self.beams.advance(logp, scores, self.t, last)
+        self.t += 1
+        if rows is None:
+            self.done = True
+            return False
+        self.state = self.reorder(self.state, torch.tensor(rows, device=logp.device))
+        h.keep(rows)
+        self.tokens = torch.tensor(self.beams.tokens, device=logp.device)
+        h.append(self.tokens)
+        return True
+
+    def results(self) -> List[List[SequenceOutput]]:
+        """Per source, num_return_sequences outputs, best first (empty ones when max_new_tokens is 0)."""
+        if self.t == 0:
+            cfg = self.cfg
+            return [[SequenceOutput([], "length", [] if cfg.logprobs else None, score=0.0)
+                     for _ in range(cfg.num_return_sequences)] for _ in self.prefixes]
+        return self.beams.results()
+
+
 def lm_beam_search(model: LanguageModel, prompts: Sequence[Sequence[int]], cfg: GenerationConfig,
                    rules: TokenRules = TokenRules(),
                    states: Optional[Sequence[Optional[DecoderState]]] = None) -> List[List[SequenceOutput]]:
     """Beam search for the language model: every prompt (each continuing its state, if any) prefilled
     once, then all prompts' beams stepped as one batch. Returns per prompt what beam_search returns."""
+    search = lm_beams(model, prompts, cfg, rules, states)
+    while search.step():
+        pass
+    return search.results()
+
+
+@torch.inference_mode()
+def lm_beams(model: LanguageModel, prompts: Sequence[Sequence[int]], cfg: GenerationConfig,
+             rules: TokenRules = TokenRules(),
+             states: Optional[Sequence[Optional[DecoderState]]] = None) -> "BeamSearch":
+    """lm_beam_search's BeamSearch, not yet stepped (the prompts are prefilled here)."""
     model.eval()
     logits, state = prefill(model, prompts, states)
 
@@ -114,7 +164,7 @@ def lm_beam_search(model: LanguageModel, prompts: Sequence[Sequence[int]], cfg: 
         index = index.to(st[0].device)
         return st[0][:, index], st[1][:, index]
 
-    return beam_search(step, reorder, state, prompts, cfg, rules)
+    return BeamSearch(step, reorder, state, prompts, cfg, rules)
 
 
 class _Beams:

@@ -1,4 +1,5 @@
-"""A TextJob: one request's rows in a SamplingDecoder, and the text each row has produced.
+"""A TextJob: one request's rows in a SamplingDecoder, and the text each row has produced; a BeamJob: one
+request's beam search, stepped by its caller.
 
 `generate()` and `stream()` run one job on a decoder of their own; the server runs many jobs on one
 decoder per model (continuous batching). Either way a token goes from `SamplingDecoder.step()` to its
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
 
+from ..models import LanguageModel
 from ..tokenizers import Tokenizer
+from .beam import lm_beams
 from .config import GenerationConfig
 from .engine import SamplingDecoder
 from .prefill import DecoderState
@@ -102,3 +105,65 @@ class TextJob:
             for slot, piece in pieces:
                 if piece:
                     yield slot, piece
+
+
+class BeamJob:
+    """One request's beam search over the language model (generation/beam.py), stepped by whoever runs it
+    (`generate()` to the end, the server's engine a step at a time between its batch steps).
+
+    Args:
+        model: the language model.
+        tokenizer: turns the hypotheses into text.
+        prompts: the prompt texts.
+        prompt_ids: their ids.
+        cfg: the options (num_beams > 1).
+        rules: token sequences never to produce, DRY's breakers.
+        states: per-prompt DecoderState to continue from.
+    """
+
+    def __init__(self, model: LanguageModel, tokenizer: Tokenizer, prompts: Sequence[str],
+                 prompt_ids: Sequence[Sequence[int]], cfg: GenerationConfig, rules: TokenRules = TokenRules(),
+                 states: Optional[Sequence[Optional[DecoderState]]] = None) -> None:
+        self.tokenizer, self.prompts, self.cfg = tokenizer, list(prompts), cfg
+        self.states = list(states) if states else [None] * len(prompts)
+        self.prompt_ids = [list(i) for i in prompt_ids]
+        self.prompt_tokens = sum(len(i) for i in prompt_ids)
+        self.search = lm_beams(model, self.prompt_ids, cfg, rules, self.states if any(self.states) else None)
+
+    @property
+    def rows(self) -> int:
+        """Rows its next step runs."""
+        return self.search.rows
+
+    @property
+    def done(self) -> bool:
+        return self.search.done
+
+    def step(self) -> bool:
+        """One step of every beam; False once the search is over."""
+        return self.search.step()
+
+    def cancel(self) -> None:
+        """Stop here (the client went away): no more steps, no results wanted."""
+        self.search.done = True
+
+    def finish(self) -> None:
+        """End at the next step (a deadline): its candidates become hypotheses, as at max_new_tokens."""
+        self.search.finish()
+
+    def results(self) -> List[GeneratedText]:
+        """num_return_sequences results per prompt, best first, prompt by prompt; a hypothesis is cut at
+        the first stop string (finish_reason "stop")."""
+        out = []
+        for prompt, ids, st, outs in zip(self.prompts, self.prompt_ids, self.states, self.search.results()):
+            anchor = ids[-1] if ids else (st.pending[-1] if st else None)
+            for o in outs:
+                asm = TextAssembler(self.tokenizer, anchor, self.cfg.stop)
+                for i, tok in enumerate(o.token_ids):
+                    asm.push(tok, check_stop=i + 1 > self.cfg.min_new_tokens)
+                    if asm.stopped:
+                        o.finish_reason = "stop"
+                        break
+                out.append(GeneratedText(prompt, asm.text(), o.token_ids, o.finish_reason, o.logprobs, None,
+                                         o.score))
+        return out

@@ -211,8 +211,9 @@ class History:
         return RowParams(
             greedy=per_row(greedy, torch.bool),
             temperature=col([1.0 if c.greedy else c.temperature for c in cfgs]),
-            top_k=per_row([c.top_k or 0 for c in cfgs], torch.long),
-            top_k_max=self.V if any(not c.top_k for c in cfgs) else max((c.top_k for c in cfgs), default=0),
+            # a top_k above the vocabulary keeps every token (as transformers clamps it)
+            top_k=per_row([min(c.top_k or 0, self.V) for c in cfgs], torch.long),
+            top_k_max=self.V if any(not c.top_k for c in cfgs) else min(max(c.top_k for c in cfgs), self.V),
             top_p_drop=col([1 - c.top_p if c.top_p < 1.0 else -inf for c in cfgs]),
             typical_p=col([c.typical_p if c.typical_p < 1.0 else inf for c in cfgs]),
             min_p=col([c.min_p for c in cfgs]),

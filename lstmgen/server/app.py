@@ -162,12 +162,12 @@ def create_app(models: Dict[str, object], config: Optional[ServerConfig] = None,
             raise ApiError(400, str(e), param=option_param(str(e))) from None
         except ValueError as e:
             raise ApiError(400, str(e), param=getattr(e, "param", None)) from None
-        if run.cfg.num_beams > 1:
-            if body.stream:
-                raise ApiError(400, "beam search (num_beams > 1) cannot stream; set stream to false",
-                               param="stream")
-            return await on_engine(run.beam)
-        req = Request(run.rows, run.options, asyncio.get_running_loop(), prompt_ids=run.row_ids)
+        if run.beam and body.stream:
+            raise ApiError(400, "beam search (num_beams > 1) cannot stream; set stream to false", param="stream")
+        if run.beam:  # one row per prompt: its beams are the search's own
+            req = Request(run.prompts, run.options, asyncio.get_running_loop(), prompt_ids=run.given_ids, beam=True)
+        else:
+            req = Request(run.rows, run.options, asyncio.get_running_loop(), prompt_ids=run.row_ids)
         try:
             engine.submit(body.model, req)
         except QueueFull as e:
@@ -196,7 +196,13 @@ def create_app(models: Dict[str, object], config: Optional[ServerConfig] = None,
 
     async def next_events(req: Request, deadline: float, http: Optional[HTTPRequest] = None) -> List[tuple]:
         """The request's next events (all that are ready); ApiError 503 past the deadline; cancels the
-        request when the client of a non-streamed request has gone."""
+        request when the client of a non-streamed request has gone (checked every quarter second, also
+        while events keep coming: a long completion must not run on for a client that hung up)."""
+        if http is not None and time.monotonic() - req.checked > 0.25:
+            req.checked = time.monotonic()
+            if await http.is_disconnected():
+                req.cancel()
+                raise ApiError(499, "client closed the request")
         while True:
             left = deadline - time.monotonic()
             if left <= 0:

@@ -20,6 +20,8 @@ class ServerConfig(JSONConfig):
         max_prompt_tokens: the longest prompt, in tokens (400 past it).
         max_tokens: the cap on max_tokens per request (400 past it).
         max_n: the most sequences one request may ask for per prompt (n, and best_of).
+        max_beams: the most beams of a beam search request (num_beams); its prompts x beams count against
+            max_batch like sampled rows.
         max_body_bytes: the largest request body (413 past it).
         request_timeout: seconds a request may take, waiting included (503 past it; a stream ends with an
             error event).
@@ -38,6 +40,7 @@ class ServerConfig(JSONConfig):
     max_prompt_tokens: int = 4096
     max_tokens: int = 2048
     max_n: int = 16
+    max_beams: int = 16
     max_body_bytes: int = 1 << 20
     request_timeout: float = 300.0
     stream_interval: float = 0.05
@@ -46,7 +49,7 @@ class ServerConfig(JSONConfig):
     def __post_init__(self) -> None:
         check_range("port", self.port, 0, 65535)
         for name in ("max_batch", "max_queue", "max_concurrent_requests", "max_prompt_tokens", "max_tokens",
-                     "max_n", "max_body_bytes"):
+                     "max_n", "max_beams", "max_body_bytes"):
             check_range(name, getattr(self, name), 1)
         check_range("request_timeout", self.request_timeout, 0.0, low_open=True)
         check_range("stream_interval", self.stream_interval, 0.0)

@@ -54,10 +54,15 @@ class CompletionRun:
         if b.max_tokens is not None and b.max_tokens > c.max_tokens:
             raise ParamError(f"max_tokens must be <= {c.max_tokens} on this server, got {b.max_tokens}", "max_tokens")
         self.per_prompt = self._check_best_of()
-        if len(prompts) * self.per_prompt > c.max_batch:
-            name = "best_of" if self.per_prompt > b.n else "n"
-            raise ParamError(f"{len(prompts)} prompts x {name}={self.per_prompt} is more than the {c.max_batch} "
+        beams = b.num_beams or 1
+        if beams > c.max_beams:
+            raise ParamError(f"num_beams must be <= {c.max_beams} on this server, got {beams}", "num_beams")
+        if len(prompts) * max(self.per_prompt, beams) > c.max_batch:
+            name = "num_beams" if beams > self.per_prompt else "best_of" if self.per_prompt > b.n else "n"
+            value = max(self.per_prompt, beams)
+            raise ParamError(f"{len(prompts)} prompts x {name}={value} is more than the {c.max_batch} "
                              "sequences this server generates at once", name)
+        self._check_logit_bias()
         if b.suffix:
             raise ParamError("suffix (insertion) is not supported: an LSTM language model reads left to right",
                              "suffix")
@@ -77,6 +82,21 @@ class CompletionRun:
         self.row_ids = [ids for ids in self.given_ids for _ in range(self.per_prompt)] if self.given_ids else None
         self.prompt_tokens = sum(len(i) for i in self.prompt_ids)
         self.prompt_scores: Optional[list] = None  # with echo and logprobs: set from score_prompts()
+
+    def _check_logit_bias(self) -> None:
+        """OpenAI's rule: biases in [-100, 100], for token ids the model has."""
+        V = self.pipeline.tokenizer.vocab_size
+        for key, value in (self.body.logit_bias or {}).items():
+            try:
+                token = int(key)
+            except ValueError:
+                raise ParamError(f"logit_bias keys are token ids, got {key!r}", "logit_bias") from None
+            if not 0 <= token < V:
+                raise ParamError(f"logit_bias: token id {token} is not in the vocabulary (0 to {V - 1})",
+                                 "logit_bias")
+            if not -100 <= value <= 100:
+                raise ParamError(f"logit_bias values must be in [-100, 100], got {value!r} for token {token}",
+                                 "logit_bias")
 
     def _check_best_of(self) -> int:
         """Sequences to generate per prompt: best_of (OpenAI: candidates made on the server, of which the n
@@ -158,9 +178,10 @@ class CompletionRun:
             out += [(p, r) for r in group]
         return out
 
-    def beam(self) -> dict:
-        """Beam search (num_beams > 1): run on its own, outside the shared batch."""
-        return self.response(self.pipeline.generate(self.given_ids or self.prompts, **self.options))
+    @property
+    def beam(self) -> bool:
+        """Beam search (num_beams > 1): the engine steps it between the batch's steps."""
+        return self.cfg.num_beams > 1
 
     # -- streaming -------------------------------------------------------------------------------------
     def _chunk(self, i: int, text: str, logprobs: Optional[dict] = None, reason: Optional[str] = None) -> str:

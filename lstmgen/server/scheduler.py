@@ -5,8 +5,9 @@ in `max_batch` rows, steps the whole batch once, hands each request its new text
 abandoned requests leave. The HTTP side (asyncio) and the engine meet in `Request`: the engine puts
 events on the request's asyncio queue with `call_soon_threadsafe`, once per step for all requests.
 
-All of the server's torch work runs on the engine thread (other work, such as beam search, is handed
-to it with `Engine.call`). That is a speed matter, not tidiness: each thread that runs torch ops owns an
+A beam search request is a BeamJob stepped once per batch step beside the batch, so that a search of
+many beams delays the streams by one of its steps at most. All of the server's torch work runs on the
+engine thread (other work, such as prompt scoring, is handed to it with `Engine.call`). That is a speed matter, not tidiness: each thread that runs torch ops owns an
 OpenMP team, and as soon as two teams exist on a machine with as many cores as one team's threads, GNU
 OpenMP stops spin-waiting and every parallel region pays a sleep and wake-up; we measured the batch-64
 step 15 % slower, and twice as slow with OMP_WAIT_POLICY=active. `lstmgen serve` therefore loads the
@@ -49,6 +50,13 @@ class Request:
     first_token_at: Optional[float] = None
     held: list = field(default_factory=list)  # pieces not yet handed over (stream_interval)
     last_emit: float = 0.0
+    beam: bool = False  # a beam search (BeamJob), stepped beside the batch
+    checked: float = field(default_factory=time.monotonic)  # when the HTTP side last asked if the client is there
+
+    @property
+    def rows(self) -> int:
+        """The batch rows it takes: its prompts, times its beams for a beam search."""
+        return len(self.prompts) * (int(self.options.get("num_beams") or 1) if self.beam else 1)
 
     def emit(self, event) -> None:
         deliver([(self, event)])
@@ -104,7 +112,7 @@ class Scheduler:
 
     @property
     def active_rows(self) -> int:
-        return sum(len(r.job.rows) for r in self.running if r.job)
+        return sum(r.job.rows if r.beam else len(r.job.rows) for r in self.running if r.job)
 
     @property
     def busy(self) -> bool:
@@ -114,18 +122,22 @@ class Scheduler:
         """Waiting requests whose rows fit in the batch (a request's n rows join together); called with
         the engine's lock held, so it only moves them."""
         taken, rows = [], self.active_rows
-        while self.waiting and (rows + len(self.waiting[0].prompts) <= self.max_batch or rows == 0):
+        while self.waiting and (rows + self.waiting[0].rows <= self.max_batch or rows == 0):
             req = self.waiting.popleft()
             if not req.cancelled:
                 taken.append(req)
-                rows += len(req.prompts)
+                rows += req.rows
         return taken
 
     def start(self, reqs: List[Request]) -> None:
         """Add the rows of `reqs` to the batch (long prompts are prefilled here)."""
         for req in reqs:
             try:
-                req.job = self.pipeline.new_job(self.decoder, req.prompts, req.options, prompt_ids=req.prompt_ids)
+                if req.beam:
+                    req.job = self.pipeline.new_beam_job(req.prompts, req.options, prompt_ids=req.prompt_ids)
+                else:
+                    req.job = self.pipeline.new_job(self.decoder, req.prompts, req.options,
+                                                    prompt_ids=req.prompt_ids)
             except Exception as e:  # a bad option that slipped past validation: that request fails
                 req.emit(("error", e))
                 continue
@@ -151,6 +163,11 @@ class Scheduler:
         self.running, self.waiting = [], collections.deque()
 
     def _step(self) -> None:
+        # A beam search takes one step per batch step (time-sliced): however many beams it has, no stream
+        # waits for it longer than one of its steps.
+        for req in self.running:
+            if req.beam and not req.cancelled:
+                req.job.step()
         out: Dict[int, list] = {}
         steps = self.decoder.step()
         for row, tok in steps:

@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Dict, List, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PromptType = Union[str, List[str], List[int], List[List[int]]]
 
@@ -21,7 +21,13 @@ class StreamOptions(Strict):
 
 
 class CompletionRequest(Strict):
-    """POST /v1/completions. OpenAI's fields with its defaults, then lstmgen's extra options."""
+    """POST /v1/completions. OpenAI's fields with its defaults, then lstmgen's extra options. A field sent
+    as null takes its default, as in OpenAI's API (`"n": null` is n = 1, `"max_tokens": null` 16)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_are_defaults(cls, data):
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
     model: str
     prompt: PromptType = ""

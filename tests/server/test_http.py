@@ -58,6 +58,12 @@ BAD = [
     ({**GOOD, "best_of": 100}, "best_of"),
     ({**GOOD, "frobnicate": 1}, "frobnicate"),
     ({**GOOD, "temperature": float("nan")}, None),
+    ({**GOOD, "num_beams": 1_000_000}, "num_beams"),
+    ({**GOOD, "num_beams": 16, "prompt": ["a", "b", "c", "d", "e"]}, "num_beams"),
+    ({**GOOD, "logit_bias": {"0": 1e308}}, "logit_bias"),
+    ({**GOOD, "logit_bias": {"0": -101}}, "logit_bias"),
+    ({**GOOD, "logit_bias": {"99999": 1}}, "logit_bias"),
+    ({**GOOD, "logit_bias": {"-1": 1}}, "logit_bias"),
 ]
 
 
@@ -220,3 +226,69 @@ def test_bfloat16_language_models_serve(tiny_model_dir):
             assert resp.status_code == 200 and "data: [DONE]" in resp.read().decode()
     finally:
         s.stop()
+
+
+def test_nulls_mean_the_defaults(server):
+    """OpenAI's API takes null for an option as its default: n 1, echo and stream false, max_tokens 16."""
+    r = post(server, {**GOOD, "n": None, "echo": None, "stream": None, "max_tokens": None, "temperature": 0,
+                      "logprobs": None, "stop": None, "seed": None})
+    assert r.status_code == 200, r.text
+    (choice,) = r.json()["choices"]
+    assert r.json()["usage"]["completion_tokens"] == 16 and not choice["text"].startswith("KING:")
+
+
+def test_top_k_above_the_vocabulary_keeps_every_token(server):
+    r = post(server, {**GOOD, "top_k": 10 ** 20, "seed": 3})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["text"] == post(server, {**GOOD, "seed": 3}).json()["choices"][0]["text"]
+
+
+def test_a_beam_request_does_not_stall_the_streams(make_server):
+    """A beam search of many beams and tokens runs a step per batch step: a stream beside it keeps getting
+    its tokens, and the beam request still completes. (Its beams count against max_batch, 64 here.)"""
+    s = make_server(max_tokens=100_000, stream_interval=0.0, max_beams=32)
+    beam = {"model": "tiny", "prompt": "KING:", "max_tokens": 400, "num_beams": 32, "temperature": 0}
+    stream = {"model": "tiny", "prompt": "QUEEN:", "max_tokens": 60, "stream": True, "temperature": 0}
+
+    async def main():
+        async with httpx.AsyncClient(timeout=120) as c:
+            slow = asyncio.create_task(c.post(s.url + "/v1/completions", json=beam))
+            await asyncio.sleep(0.3)
+            gaps, last = [], time.monotonic()
+            async with c.stream("POST", s.url + "/v1/completions", json=stream) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("data: "):
+                        now = time.monotonic()
+                        gaps.append(now - last)
+                        last = now
+            streamed_while_beam_ran = not slow.done()
+            return await slow, gaps, streamed_while_beam_ran
+
+    r, gaps, beside = asyncio.run(main())
+    assert r.status_code == 200, r.text
+    assert len(gaps) >= 60 and beside  # the whole stream came while the beam search was still running
+
+
+def test_the_request_timeout_ends_a_beam_search(make_server):
+    s = make_server(request_timeout=0.5, max_tokens=100_000, max_beams=64)
+    r = post(s, {"model": "tiny", "prompt": "KING:", "max_tokens": 100_000, "num_beams": 64, "temperature": 0})
+    assert_error(r, 503)
+    _wait_idle(s)
+
+
+def test_a_non_streamed_request_stops_when_its_client_hangs_up(make_server):
+    s = make_server(max_tokens=100_000)
+    body = {"model": "tiny", "prompt": "KING:", "max_tokens": 100_000, "n": 4}
+
+    async def main():
+        async with httpx.AsyncClient(timeout=30) as c:
+            task = asyncio.create_task(c.post(s.url + "/v1/completions", json=body))
+            deadline = time.monotonic() + 10
+            while not s.schedulers["tiny"].active_rows:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            task.cancel()  # the client goes away mid-request
+
+    asyncio.run(main())
+    _wait_idle(s, timeout=5.0)
+    assert post(s, GOOD).status_code == 200
