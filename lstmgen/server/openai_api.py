@@ -39,6 +39,8 @@ class CompletionRun:
         self.id = completion_id()
         self.sent: Dict[int, int] = {}  # per choice: tokens whose logprobs went out in a chunk
         self.offset: Dict[int, int] = {}  # per choice: characters sent (text_offset)
+        self.chars: Dict[int, int] = {}  # per choice: characters of the completion sent
+        self.spelled: Dict[int, int] = {}  # per choice: characters the tokens sent so far spell
 
     def prepare(self) -> None:
         """Check the request against the limits and the model; UserInputError / ParamError if it fails."""
@@ -125,10 +127,12 @@ class CompletionRun:
         return [self.pipeline.score(p) for p in (self.given_ids or self.prompts)]
 
     # -- logprobs --------------------------------------------------------------------------------------
-    def _logprobs(self, ids: List[int], lps: List[Optional[float]], tops: Optional[list], start: int) -> dict:
-        """OpenAI's logprobs object for tokens `ids` whose text starts at character `start`."""
+    def _logprobs(self, ids: List[int], lps: List[Optional[float]], tops: Optional[list], start: int,
+                  texts: Optional[List[str]] = None) -> dict:
+        """OpenAI's logprobs object for tokens `ids` whose text starts at character `start` (`texts`: the
+        tokens' texts, when not each one's own decoding)."""
         dec = self.pipeline.tokenizer.decode
-        tokens = [dec([i]) for i in ids]
+        tokens = texts if texts is not None else [dec([i]) for i in ids]
         offsets, pos = [], start
         for t in tokens:
             offsets.append(pos)
@@ -137,6 +141,18 @@ class CompletionRun:
         if self.body.logprobs:
             top = [None if t is None else {dec([i]): v for i, v in t.items()} for t in (tops or [None] * len(ids))]
         return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": top, "text_offset": offsets}
+
+    def _spelling(self, ids: List[int], chars: int) -> List[str]:
+        """The texts of the first tokens of `ids` that spell `chars` characters, the last one cut there: so
+        that the logprobs' tokens spell exactly the text returned when a stop string cut it short."""
+        out, pos = [], 0
+        for i in ids:
+            if pos >= chars:
+                break
+            t = self.pipeline.tokenizer.decode([i])[:chars - pos]
+            out.append(t)
+            pos += len(t)
+        return out
 
     def _prompt_logprobs(self, p: int) -> dict:
         """The logprobs object of prompt p (with echo)."""
@@ -158,7 +174,10 @@ class CompletionRun:
             prefix = self.prompts[p] if self.body.echo else ""
             lp = None
             if self.body.logprobs is not None:
-                lp = self._logprobs(r.token_ids, r.logprobs or [], r.top_logprobs, len(prefix))
+                texts = self._spelling(r.token_ids, len(r.completion))
+                n = len(texts)
+                lp = self._logprobs(r.token_ids[:n], (r.logprobs or [])[:n],
+                                    r.top_logprobs[:n] if r.top_logprobs else None, len(prefix), texts)
                 if self.prompt_scores is not None:
                     lp = self._merge(self._prompt_logprobs(p), lp)
             choices.append({"text": prefix + r.completion, "index": i, "logprobs": lp,
@@ -185,8 +204,11 @@ class CompletionRun:
 
     # -- streaming -------------------------------------------------------------------------------------
     def _chunk(self, i: int, text: str, logprobs: Optional[dict] = None, reason: Optional[str] = None) -> str:
-        return sse(completion_body(self.id, self.body.model, [
-            {"text": text, "index": i, "logprobs": logprobs, "finish_reason": reason}], None))
+        body = completion_body(self.id, self.body.model, [
+            {"text": text, "index": i, "logprobs": logprobs, "finish_reason": reason}], None)
+        if self.body.stream_options and self.body.stream_options.include_usage:
+            body["usage"] = None  # OpenAI: with include_usage, every chunk but the last has "usage": null
+        return sse(body)
 
     def stream_start(self) -> List[str]:
         """With echo, each choice's first chunk is its prompt."""
@@ -199,14 +221,18 @@ class CompletionRun:
             self.offset[i] = len(p)
         return out
 
-    def _new_logprobs(self, job: TextJob, i: int) -> Optional[dict]:
+    def _new_logprobs(self, job: TextJob, i: int, chars: int) -> Optional[dict]:
+        """Choice i's tokens not yet sent that spell its text up to `chars` characters of the completion
+        (a token whose text is held back, as a possible stop string, waits for it)."""
         if self.body.logprobs is None:
             return None
         o = job.rows[i].out
-        start, end = self.sent.get(i, 0), len(o.token_ids)
-        self.sent[i] = end
+        start, done = self.sent.get(i, 0), self.spelled.get(i, 0)
+        texts = self._spelling(o.token_ids[start:], chars - done)
+        end = start + len(texts)
+        self.sent[i], self.spelled[i] = end, done + sum(len(t) for t in texts)
         tops = o.top_logprobs[start:end] if o.top_logprobs else None
-        return self._logprobs(o.token_ids[start:end], o.logprobs[start:end], tops, self.offset.get(i, 0))
+        return self._logprobs(o.token_ids[start:end], o.logprobs[start:end], tops, self.offset.get(i, 0), texts)
 
     def stream_pieces(self, job: TextJob, pieces: list) -> List[str]:
         """Chunks for one step's pieces [(choice, text, made_a_token)], one chunk per choice with text."""
@@ -216,14 +242,15 @@ class CompletionRun:
         out = []
         for i, t in text.items():
             if t:
-                out.append(self._chunk(i, t, self._new_logprobs(job, i)))
+                self.chars[i] = self.chars.get(i, 0) + len(t)
+                out.append(self._chunk(i, t, self._new_logprobs(job, i, self.chars[i])))
                 self.offset[i] = self.offset.get(i, 0) + len(t)
         return out
 
     def stream_end(self, job: TextJob) -> List[str]:
         """Each choice's last chunk (finish_reason), then usage if stream_options.include_usage."""
-        out = [self._chunk(i, "", self._new_logprobs(job, i), finish_reason(r.out.finish_reason))
-               for i, r in enumerate(job.rows)]
+        out = [self._chunk(i, "", self._new_logprobs(job, i, self.chars.get(i, 0)),
+                           finish_reason(r.out.finish_reason)) for i, r in enumerate(job.rows)]
         if self.body.stream_options and self.body.stream_options.include_usage:
             out.append(sse(completion_body(self.id, self.body.model, [],
                                            usage(self.prompt_tokens, job.completion_tokens))))

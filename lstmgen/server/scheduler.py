@@ -7,9 +7,9 @@ events on the request's asyncio queue with `call_soon_threadsafe`, once per step
 
 A beam search request is a BeamJob stepped once per batch step beside the batch, so that a search of
 many beams delays the streams by one of its steps at most. All of the server's torch work runs on the
-engine thread (other work, such as prompt scoring, is handed to it with `Engine.call`). That is a speed matter, not tidiness: each thread that runs torch ops owns an
-OpenMP team, and as soon as two teams exist on a machine with as many cores as one team's threads, GNU
-OpenMP stops spin-waiting and every parallel region pays a sleep and wake-up; we measured the batch-64
+engine thread (other work, such as prompt scoring, is handed to it with `Engine.call`). That is a speed
+matter, not tidiness: each thread that runs torch ops owns an OpenMP team, and as soon as two teams
+exist on a machine with as many cores as one team's threads, GNU OpenMP stops spin-waiting and every parallel region pays a sleep and wake-up; we measured the batch-64
 step 15 % slower, and twice as slow with OMP_WAIT_POLICY=active. `lstmgen serve` therefore loads the
 models and runs the engine on the main thread and puts the HTTP server on another.
 """

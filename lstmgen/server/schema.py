@@ -75,7 +75,8 @@ class CompletionRequest(Strict):
             no_repeat_ngram_size=self.no_repeat_ngram_size, num_beams=self.num_beams,
             dry_multiplier=self.dry_multiplier, dry_base=self.dry_base, dry_allowed_length=self.dry_allowed_length,
             dry_penalty_last_n=self.dry_penalty_last_n, dry_sequence_breakers=self.dry_sequence_breakers,
-            length_penalty=self.length_penalty, early_stopping=self.early_stopping, min_new_tokens=self.min_tokens, bad_words=self.bad_words,
+            length_penalty=self.length_penalty, early_stopping=self.early_stopping, min_new_tokens=self.min_tokens,
+            bad_words=self.bad_words,
             logprobs=self.logprobs is not None or None, top_logprobs=self.logprobs or None,
         ).items() if v is not None}
 

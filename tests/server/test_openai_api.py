@@ -1,4 +1,6 @@
 """The OpenAI-compatible API, driven by the official `openai` client."""
+import json
+
 import openai
 import pytest
 
@@ -81,6 +83,28 @@ def test_stop_strings_cut_exactly(client):
     streamed = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=200, seed=1, stop=["\n", "the"],
                                          stream=True)
     assert "".join(ch.choices[0].text for ch in streamed if ch.choices) == c.text
+
+
+def test_logprobs_tokens_spell_the_text_a_stop_string_cut(client, server):
+    """The logprobs' tokens spell exactly the returned text, also when a stop string ended it (stop text
+    split across tokens included), streamed or not; with include_usage every chunk but the last has
+    "usage": null (OpenAI's shape)."""
+    import httpx
+
+    for stop in (["\n"], ["the"], ["a "], ["he"]):
+        opts = dict(model="tiny", prompt=PROMPT, max_tokens=200, seed=1, stop=stop, logprobs=1)
+        c = client.completions.create(**opts).choices[0]
+        assert c.finish_reason == "stop" and "".join(c.logprobs.tokens) == c.text, (stop, c.text)
+        assert len(c.logprobs.tokens) == len(c.logprobs.token_logprobs) == len(c.logprobs.text_offset)
+        r = httpx.post(server.url + "/v1/completions", timeout=60,
+                       json={**opts, "stream": True, "stream_options": {"include_usage": True}})
+        chunks = [json.loads(line[6:]) for line in r.text.splitlines()
+                  if line.startswith("data: ") and line != "data: [DONE]"]
+        assert all("usage" in ch and ch["usage"] is None for ch in chunks[:-1]) and chunks[-1]["usage"]
+        text = "".join(ch["choices"][0]["text"] for ch in chunks[:-1])
+        tokens = [t for ch in chunks[:-1] if ch["choices"][0]["logprobs"]
+                  for t in ch["choices"][0]["logprobs"]["tokens"]]
+        assert text == c.text and "".join(tokens) == c.text, (stop, text)
 
 
 def test_seed_gives_the_same_text_and_other_seeds_differ(client):
