@@ -37,6 +37,7 @@ LM_FLAGS = {
     "encoding-errors": (str, "strict | replace | ignore for bytes that are not UTF-8 (default strict)"),
     "save-dtype": (str, "float32 | float16 for model.safetensors (default float32)"),
     "sample-tokens": (int, "print a sample of N tokens at every evaluation (default 100; 0: none)"),
+    "chat-template": (str, "a Jinja chat template file for /v1/chat/completions (default: a plain transcript)"),
     "batch-size": (int, "parallel streams per step (default 32)"),
     "bptt": (int, "truncated-BPTT window (default 128)"),
     "lr": (float, "peak learning rate (default 2e-3)"),

@@ -14,7 +14,7 @@ from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 
-from . import __version__
+from . import __version__, chat
 from .errors import ModelFolderError, UserInputError, as_texts
 from .folder import (
     load_weights,
@@ -58,6 +58,7 @@ class TextGenerator:
         self.model, self.tokenizer = model, tokenizer
         self.generation_config = generation_config or GenerationConfig()
         self.info = info or {}
+        self.chat_template: Optional[str] = None  # Jinja; None: chat.DEFAULT_TEMPLATE (a transcript)
         self._blocks: Dict[str, BlockCache] = {}  # per device type: graphs captured once, not per call
         self._blocks_lock = threading.Lock()
         self._pieces: Optional[List[str]] = None  # each token's text, decoded once when DRY first needs it
@@ -266,9 +267,17 @@ class TextGenerator:
             dtype: store floating-point weights in this type (e.g. torch.float16); loading casts back.
             card: also write README.md.
         """
-        generation = json.dumps(self.generation_config.to_dict(), indent=2)
+        extra = {"generation_config.json": json.dumps(self.generation_config.to_dict(), indent=2)}
+        if self.chat_template is not None:
+            extra[chat.TEMPLATE_FILE] = self.chat_template
         return save_folder(out_dir, self.model, self.tokenizer.hf.to_str(pretty=True), self.config_dict(),
-                           dtype=dtype, extra={"generation_config.json": generation}, card=card)
+                           dtype=dtype, extra=extra, card=card)
+
+    def chat_prompt(self, messages: List[dict]) -> Tuple[str, List[str]]:
+        """The prompt for a conversation (OpenAI's messages) under this model's chat template, and the stop
+        strings that end an answer (the default transcript's next turn; none for a template of its own)."""
+        prompt = chat.render(messages, self.chat_template)
+        return prompt, list(chat.DEFAULT_STOP) if self.chat_template is None else []
 
     @classmethod
     def from_pretrained(cls, name_or_dir, *, device: Optional[str] = None, backend: Optional[str] = None,
@@ -309,7 +318,9 @@ class TextGenerator:
             except (TypeError, ValueError) as e:
                 raise ModelFolderError(f"{d / 'generation_config.json'}: {e}; fix or delete the file") from None
         info = {k: v for k, v in config.items() if k not in ("model_type", "lstmgen_version", "model", "tokenizer")}
-        return cls(model.to(pick_device(device or "cpu"), getattr(torch, dtype)).eval(), tokenizer, gen, info)
+        pipeline = cls(model.to(pick_device(device or "cpu"), getattr(torch, dtype)).eval(), tokenizer, gen, info)
+        pipeline.chat_template = chat.read_template(d)
+        return pipeline
 
 
 def _is_id(x) -> bool:

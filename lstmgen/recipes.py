@@ -11,6 +11,7 @@ from typing import Dict, Optional
 import torch
 from tqdm import tqdm
 
+from .chat import check_template
 from .data import Corpus, open_corpus, token_cache
 from .errors import UserInputError, check_range
 from .folder import read_json
@@ -48,6 +49,8 @@ class LMRecipe:
         sample_tokens: at every evaluation, print a sample of this many tokens (the model's decoding
             defaults, a fixed seed) and keep it in training_log.jsonl, as char-rnn and textgenrnn show how
             the text improves; 0: none.
+        chat_template: a Jinja chat template file for the model folder (chat.py; what
+            /v1/chat/completions renders conversations with; default: a plain transcript).
     """
 
     data: str
@@ -75,6 +78,7 @@ class LMRecipe:
     encoding_errors: str = "strict"
     save_dtype: str = "float32"
     sample_tokens: int = 100
+    chat_template: Optional[str] = None
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -83,6 +87,14 @@ class LMRecipe:
         if self.save_dtype not in ("float32", "float16", "bfloat16"):
             raise UserInputError("--save-dtype must be float32, float16 or bfloat16")
         check_range("sample_tokens", self.sample_tokens, 0)
+
+
+def _chat_template(path: str) -> str:
+    """--chat-template's file, checked to render before any training."""
+    try:
+        return check_template(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserInputError(f"--chat-template {path}: cannot read it ({e.__class__.__name__})") from None
 
 
 def _check_space(out: Path, model: LanguageModel) -> None:
@@ -160,6 +172,10 @@ def train_lm(recipe: LMRecipe, *, resume: bool = False, command: Optional[str] =
                          "command": command or "lstmgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])}}
     save_dtype = getattr(torch, recipe.save_dtype)
     pipeline = TextGenerator(model, tokenizer, GenerationConfig(), info)
+    if recipe.chat_template:
+        pipeline.chat_template = _chat_template(recipe.chat_template)
+    elif init is not None:
+        pipeline.chat_template = init.chat_template  # fine-tuning keeps the base model's conversation format
     # The folder is complete from the first evaluation on, so a run stopped early still leaves a model.
     trainer = Trainer(model, train_tokens, valid_tokens, cfg, out,
                       on_best=lambda best: pipeline.save_pretrained(out, dtype=save_dtype, card=False),

@@ -28,9 +28,10 @@ from ..generation import GenerationConfig
 from .config import ServerConfig
 from .guard import Guard
 from .metrics import Metrics
+from .chat_api import ChatRun
 from .openai_api import CompletionRun
 from .scheduler import Engine, QueueFull, Request, Scheduler
-from .schema import CompletionRequest, TextsRequest, error_body, sse
+from .schema import ChatCompletionRequest, CompletionRequest, TextsRequest, error_body, sse
 
 TASK_ENDPOINTS = {"translate": "translation", "classify": "text-classification", "tag": "token-classification"}
 
@@ -111,7 +112,12 @@ def create_app(models: Dict[str, object], config: Optional[ServerConfig] = None,
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, exc: StarletteHTTPException):
-        return JSONResponse(error_body(str(exc.detail), "invalid_request_error" if exc.status_code < 500
+        message = str(exc.detail)
+        if exc.status_code == 404 and request.url.path not in KNOWN_PATHS:  # not "Not Found": what is here
+            message = (f"no endpoint {request.url.path}; this server has POST /v1/completions, "
+                       "POST /v1/chat/completions, POST /v1/translate, /v1/classify, /v1/tag, GET /v1/models, "
+                       "/health, /metrics")
+        return JSONResponse(error_body(message, "invalid_request_error" if exc.status_code < 500
                                        else "server_error"), exc.status_code)
 
     # -- endpoints -------------------------------------------------------------------------------------
@@ -147,13 +153,29 @@ def create_app(models: Dict[str, object], config: Optional[ServerConfig] = None,
     async def playground():
         return HTMLResponse(resources.files("lstmgen.server").joinpath("static/index.html").read_text("utf-8"))
 
+    def language_model(name: str, endpoint: str):
+        pipeline = model_or_404(name)
+        if getattr(pipeline, "task", None) != "text-generation":
+            raise ApiError(400, f"model {name!r} is a {pipeline.task} model; {endpoint} needs a language model",
+                           param="model")
+        return pipeline
+
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, http: HTTPRequest):
-        pipeline = model_or_404(body.model)
-        if getattr(pipeline, "task", None) != "text-generation":
-            raise ApiError(400, f"model {body.model!r} is a {pipeline.task} model; /v1/completions needs a "
-                                "language model", param="model")
-        run = CompletionRun(body, pipeline, config)
+        return await complete(CompletionRun(body, language_model(body.model, "/v1/completions"), config), http)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, http: HTTPRequest):
+        pipeline = language_model(body.model, "/v1/chat/completions")
+        try:
+            run = ChatRun(body, pipeline, config)
+        except ValueError as e:
+            raise ApiError(400, str(e), param=getattr(e, "param", None)) from None
+        return await complete(run, http)
+
+    async def complete(run: CompletionRun, http: HTTPRequest):
+        """A completion or chat request, from its checks to its response or stream."""
+        body = run.body
         try:
             run.prepare()
             if run.wants_prompt_logprobs:
@@ -284,5 +306,5 @@ def task_handler(endpoint: str, task: str, models, model_or_404, config: ServerC
     return handle
 
 
-KNOWN_PATHS = {"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/translate", "/v1/classify",
-               "/v1/tag"}
+KNOWN_PATHS = {"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions",
+               "/v1/translate", "/v1/classify", "/v1/tag"}

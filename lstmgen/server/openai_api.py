@@ -252,6 +252,9 @@ class CompletionRun:
         out = [self._chunk(i, "", self._new_logprobs(job, i, self.chars.get(i, 0)),
                            finish_reason(r.out.finish_reason)) for i, r in enumerate(job.rows)]
         if self.body.stream_options and self.body.stream_options.include_usage:
-            out.append(sse(completion_body(self.id, self.body.model, [],
-                                           usage(self.prompt_tokens, job.completion_tokens))))
+            out.append(self._usage_chunk(usage(self.prompt_tokens, job.completion_tokens)))
         return out
+
+    def _usage_chunk(self, use: dict) -> str:
+        """The last chunk of a stream with include_usage: no choices, the usage."""
+        return sse(completion_body(self.id, self.body.model, [], use))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Dict, List, Literal, Optional, Union
+from typing import Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -79,6 +79,37 @@ class CompletionRequest(Strict):
             bad_words=self.bad_words,
             logprobs=self.logprobs is not None or None, top_logprobs=self.logprobs or None,
         ).items() if v is not None}
+
+
+class ChatMessage(BaseModel):
+    """One message of a conversation; OpenAI's other fields (name, tool calls) are accepted and not read."""
+
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: Optional[Union[str, List[Dict[str, Any]]]] = None
+
+
+class ChatCompletionRequest(CompletionRequest):
+    """POST /v1/chat/completions: OpenAI's chat fields, then the same extra options as completions. The
+    conversation is rendered into one prompt by the model's chat template (lstmgen/chat.py)."""
+
+    prompt: PromptType = ""  # not a chat field: rendered from messages
+    messages: List[ChatMessage]
+    max_completion_tokens: Optional[int] = Field(None, ge=0)
+    logprobs: Optional[bool] = None  # type: ignore[assignment]  # chat: a flag, with top_logprobs
+    top_logprobs: Optional[int] = Field(None, ge=0, le=5)
+    response_format: Optional[Dict[str, Any]] = None
+    tools: Optional[List[Dict[str, Any]]] = None
+    tool_choice: Optional[Union[str, Dict[str, Any]]] = None
+    parallel_tool_calls: Optional[bool] = None
+    metadata: Optional[Dict[str, Any]] = None
+    store: Optional[bool] = None
+    modalities: Optional[List[str]] = None
+    service_tier: Optional[str] = None
+
+    def completion_logprobs(self) -> Optional[int]:
+        """The completions API's logprobs (how many alternatives per token; None: none)."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class TextsRequest(Strict):
