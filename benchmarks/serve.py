@@ -121,12 +121,27 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                     help="the model's weights, served and offline alike")
+    ap.add_argument("--busy", type=int, default=0, help="processes that keep this many cores busy meanwhile")
+    ap.add_argument("--threads", type=int, default=None, help="lstmgen serve --threads (default: its own choice)")
+    ap.add_argument("--no-offline", action="store_true", help="skip the offline comparison")
     args = ap.parse_args()
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    try:
+        run(args)
+    finally:
+        for b in busy:
+            b.kill()
+
+
+def run(args) -> None:
     torch.set_num_threads(min(torch.get_num_threads(), os.cpu_count() or 1))
-    before = offline_tokens_per_s(args.clients, args.max_tokens, args.temperature, args.dtype)
+    offline = (lambda: 0.0) if args.no_offline else \
+        (lambda: offline_tokens_per_s(args.clients, args.max_tokens, args.temperature, args.dtype))
+    before = offline()
     port = free_port()
+    threads = ["--threads", str(args.threads)] if args.threads is not None else []
     proc = subprocess.Popen([sys.executable, "-m", "lstmgen", "serve", "--port", str(port), "--log-level", "warning",
-                             "--max-batch", str(args.clients), "--dtype", args.dtype])
+                             "--max-batch", str(max(args.clients, 64)), "--dtype", args.dtype, *threads])
     try:
         wait_ready(port, proc)
         asyncio.run(load(port, 4, 2.0, 16, args.temperature))  # warm-up
@@ -135,12 +150,13 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    after = offline_tokens_per_s(args.clients, args.max_tokens, args.temperature, args.dtype)
-    offline = max(before, after)
+    after = offline()
+    offline = max(before, after) or float("nan")
     q = statistics.quantiles(ttfts, n=100) if len(ttfts) >= 2 else [float("nan")] * 99
     print(f"model {MODEL} in {args.dtype}; {args.clients} streaming clients for {args.seconds:g} s; "
           f"max_tokens {args.max_tokens}; temperature {args.temperature}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads\n")
+          f"{torch.get_num_threads()} threads; serve --threads {args.threads if args.threads is not None else 'auto'}; "
+          f"{args.busy} busy core(s)\n")
     print("| requests | errors | served tok/s | offline batch-64 tok/s | served / offline | TTFT p50 | TTFT p99 |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print(f"| {requests} | {len(errors)} | {served:,.0f} | {offline:,.0f} | {served / offline:.2f} | "

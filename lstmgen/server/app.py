@@ -77,7 +77,7 @@ def create_app(models: Dict[str, object], config: Optional[ServerConfig] = None,
     schedulers = {name: Scheduler(name, p, config.max_batch, config.max_queue, metrics, config.stream_interval,
                                   config.inline_prefill)
                   for name, p in models.items() if getattr(p, "task", None) == "text-generation"}
-    engine = Engine(schedulers)
+    engine = Engine(schedulers, config.threads)
 
     @asynccontextmanager
     async def lifespan(app):

@@ -30,6 +30,9 @@ class ServerConfig(JSONConfig):
             more CPU than the LSTM step itself; 0.05 s is still smooth to the eye.
         inline_prefill: prompts of up to this many tokens join the running batch at once and are read by
             its shared step, a token per step, instead of stalling every stream for their own prefill.
+        threads: torch's intra-op threads for the engine; 0 (auto): the engine measures its step with one
+            thread and with all of them every few seconds and keeps the faster, since another process
+            holding a core makes a team of threads wait for each other (threads.py).
     """
 
     host: str = "127.0.0.1"
@@ -45,6 +48,7 @@ class ServerConfig(JSONConfig):
     request_timeout: float = 300.0
     stream_interval: float = 0.05
     inline_prefill: int = 16
+    threads: int = 0
 
     def __post_init__(self) -> None:
         check_range("port", self.port, 0, 65535)
@@ -54,3 +58,4 @@ class ServerConfig(JSONConfig):
         check_range("request_timeout", self.request_timeout, 0.0, low_open=True)
         check_range("stream_interval", self.stream_interval, 0.0)
         check_range("inline_prefill", self.inline_prefill, 0)
+        check_range("threads", self.threads, 0)

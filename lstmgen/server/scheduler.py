@@ -25,6 +25,7 @@ from typing import Any, Deque, Dict, List, Optional
 
 from ..generation import SamplingDecoder, TextJob
 from .metrics import Metrics
+from .threads import ThreadTuner
 
 
 class QueueFull(Exception):
@@ -201,10 +202,11 @@ class Engine:
 
     Args:
         schedulers: the Scheduler of each language model, by name.
+        threads: torch's intra-op threads for the steps; 0: chosen by measuring them (threads.py).
     """
 
-    def __init__(self, schedulers: Dict[str, Scheduler]) -> None:
-        self.schedulers = schedulers
+    def __init__(self, schedulers: Dict[str, Scheduler], threads: int = 0) -> None:
+        self.schedulers, self.threads = schedulers, threads
         self.calls: Deque[tuple] = collections.deque()
         self.cond = threading.Condition()
         self.stopping = False
@@ -233,6 +235,10 @@ class Engine:
 
     def run(self) -> None:
         """Step until stop() (blocks; `lstmgen serve` runs it on the main thread)."""
+        import torch
+
+        most = torch.get_num_threads()
+        tuner = ThreadTuner([1, most] if self.threads == 0 else [self.threads])  # on this thread: its team
         while True:
             with self.cond:
                 while not self.stopping and not self.calls and not any(s.busy for s in self.schedulers.values()):
@@ -251,7 +257,10 @@ class Engine:
                         fut.set_exception(e)
             for s in self.schedulers.values():
                 if s.running:
+                    tuner.before_step()
+                    t0 = time.perf_counter()
                     s.step()
+                    tuner.after_step(time.perf_counter() - t0)
         down = QueueFull("the server is shutting down")
         for s in self.schedulers.values():
             s.fail_all(down)
